@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite as CI runs it: lint, types, then pytest. pytest's exit code 5 ("no tests
+# collected") is a failure here, never a silent success.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+$BIN/ruff check src tests || exit 1
+$BIN/mypy || exit 1
+$BIN/python -m pytest -n 2 -q "$@"
+code=$?
+if [ $code -eq 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit $code

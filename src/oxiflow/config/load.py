@@ -1,0 +1,189 @@
+"""Read a pipeline file, apply variables, and validate it into a :class:`Plan`.
+
+Every problem is collected (YAML, types, unknown keys and oxis, missing variables, bad
+references, cycles) and raised together as one :class:`ConfigError`, each with file, line,
+column and a "did you mean" where one fits.
+
+Variable precedence, highest first: ``--var`` on the command line, the process environment,
+the pipeline's ``environment`` block, the project's ``environment`` block.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from oxiflow.config.model import PipelineModel, ProjectModel
+from oxiflow.config.substitute import MissingVariable, substitute
+from oxiflow.config.yaml_positions import Positions, load_yaml
+from oxiflow.errors import ConfigError, ConfigIssue
+
+PROJECT_FILE = "oxiflow.yaml"
+
+
+@dataclass
+class Project:
+    root: Path
+    model: ProjectModel
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return (self.root / self.model.settings.pipeline_dir).resolve()
+
+
+def find_project(start: Path | None = None) -> Project | None:
+    """The nearest folder at or above ``start`` holding ``oxiflow.yaml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return load_project(candidate)
+    return None
+
+
+def load_project(path: Path) -> Project:
+    data, pos = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    try:
+        model = ProjectModel.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(pydantic_issues(exc, pos)) from None
+    return Project(path.parent.resolve(), model)
+
+
+def resolve_pipeline_path(target: str, project: Project | None = None) -> Path:
+    """A path, or a pipeline name looked up in the project's pipeline folder."""
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    project = project or find_project()
+    folders = [project.pipeline_dir] if project else []
+    folders.append(Path("pipelines"))
+    for folder in folders:
+        for ext in (".yaml", ".yml"):
+            candidate = folder / f"{target}{ext}"
+            if candidate.is_file():
+                return candidate
+    known = sorted(p.stem for f in folders if f.is_dir() for p in f.glob("*.y*ml"))
+    match = difflib.get_close_matches(target, known, n=1)
+    hint = f"did you mean {match[0]!r}?" if match else "give a path to a .yaml file or run `oxiflow pipeline list`"
+    raise ConfigError([ConfigIssue(f"no pipeline named {target!r}", hint=hint)])
+
+
+def pydantic_issues(exc: ValidationError, pos: Positions, prefix: tuple[Any, ...] = ()) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = (*prefix, *err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = loc[-1]
+            model_fields = _fields_at(loc)
+            match = difflib.get_close_matches(str(key), model_fields, n=1) if model_fields else []
+            hint = f"did you mean {match[0]!r}?" if match else None
+            issues.append(pos.issue(f"unknown key {key!r} in {_dotted(loc[:-1])}", loc, key=True, hint=hint))
+        elif kind == "missing":
+            issues.append(pos.issue(f"missing required key {loc[-1]!r} in {_dotted(loc[:-1])}", loc[:-1]))
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f", got {err['input']!r}"
+            issues.append(pos.issue(f"{_dotted(loc)}: {msg}", loc))
+    return issues
+
+
+_FIELD_HINTS: dict[tuple[Any, ...], list[str]] = {}
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    return _FIELD_HINTS.get(tuple(str(p) if not isinstance(p, int) else "#" for p in loc[:-1]), [])
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "the file"
+
+
+def _register_hints(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+    _FIELD_HINTS[prefix] = list(model.model_fields)
+
+
+_register_hints(PipelineModel, ())
+_register_hints(__import__("oxiflow.config.model", fromlist=["StepModel"]).StepModel, ("pipeline", "#"))
+_register_hints(__import__("oxiflow.config.model", fromlist=["PipelineSettings"]).PipelineSettings, ("settings",))
+
+
+def make_lookup(
+    cli_vars: Mapping[str, str] | None,
+    pipeline_env: Mapping[str, Any],
+    project_env: Mapping[str, Any] | None,
+) -> Any:
+    layers: list[Mapping[str, Any]] = [cli_vars or {}, os.environ, pipeline_env, project_env or {}]
+
+    def lookup(name: str) -> str | None:
+        for layer in layers:
+            if name in layer and layer[name] is not None:
+                value = layer[name]
+                return (
+                    value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+                )
+        return None
+
+    return lookup
+
+
+def load_pipeline(
+    source: str | Path,
+    *,
+    variables: Mapping[str, str] | None = None,
+    text: str | None = None,
+    project: Project | None = None,
+    registry: Any = None,
+) -> Any:
+    """Load and validate a pipeline file into a Plan. Raises ConfigError with every issue."""
+    from oxiflow.plan.build import build_plan
+
+    path = Path(source)
+    if text is None:
+        if not path.is_file():
+            raise ConfigError([ConfigIssue(f"pipeline file not found: {path}", file=str(path))])
+        text = path.read_text(encoding="utf-8")
+    if project is None:
+        project = find_project(path.parent if path.parent != Path("") else None)
+    data, pos = load_yaml(text, str(path))
+    issues: list[ConfigIssue] = []
+    if not isinstance(data, dict):
+        raise ConfigError([pos.issue("a pipeline file must be a mapping with a `pipeline:` list", ())])
+    pipeline_env = data.get("environment") or {}
+    if not isinstance(pipeline_env, dict):
+        issues.append(pos.issue("environment must be a mapping of NAME: value", ("environment",)))
+        pipeline_env = {}
+    lookup = make_lookup(variables, pipeline_env, project.model.environment if project else None)
+    missing: list[MissingVariable] = []
+    body = {k: v for k, v in data.items() if k != "environment"}
+    body = substitute(body, lookup, (), missing)
+    body["environment"] = pipeline_env
+    for miss in missing:
+        step_hint = ""
+        if len(miss.path) >= 2 and miss.path[0] == "pipeline" and isinstance(miss.path[1], int):
+            step_hint = f" in step {miss.path[1] + 1}"
+        issues.append(
+            pos.issue(
+                f"variable ${{{miss.name}}} is not set{step_hint}",
+                miss.path,
+                hint=f"export {miss.name}=..., pass --var {miss.name}=..., or write ${{{miss.name}:-default}}",
+            )
+        )
+    try:
+        model = PipelineModel.model_validate(body)
+    except ValidationError as exc:
+        issues.extend(pydantic_issues(exc, pos))
+        raise ConfigError(issues) from None
+    base_dir = path.parent.resolve() if path.parent else Path.cwd()
+    return build_plan(model, pos, base_dir=base_dir, file=path, registry=registry, issues=issues, project=project)

@@ -1,0 +1,94 @@
+"""Typed models of the pipeline file and the project file (``oxiflow.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class PipelineMetadata(BaseModel):
+    """Descriptive facts; unknown keys are kept (Oxide Flow files carry their own)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    author: str | None = None
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class StepModel(_Strict):
+    name: str
+    """The oxi to run (a registered plugin name)."""
+    id: str | None = None
+    """Identifier other steps use in `inputs` and `${steps.ID.metadata.KEY}`; defaults to the oxi name."""
+    inputs: list[str] | None = None
+    """Ids of the steps feeding this one; default: the previous step."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """The oxi's own configuration."""
+    retry_attempts: int = Field(0, ge=0)
+    """Extra attempts after a retryable failure."""
+    retry_delay_seconds: float = Field(1.0, ge=0)
+    """Delay before the first retry; doubles each retry, with jitter."""
+    timeout_seconds: float | None = Field(None, gt=0)
+    """Per-attempt time limit; the step is interrupted when it runs out."""
+    max_memory_mb: int | None = Field(None, gt=0)
+    """Memory budget of the step (DuckDB memory_limit, batch sizes)."""
+    continue_on_error: bool = False
+    """On final failure, log it and pass the step's input on instead of failing the run."""
+
+
+class PipelineSettings(_Strict):
+    memory_limit_mb: int | None = Field(None, gt=0)
+    """Memory budget for the whole run (shared by DuckDB work in every step)."""
+    batch_size: int = Field(122_880, gt=0)
+    """Rows per Arrow batch read from sources."""
+    queue_size: int = Field(4, gt=0)
+    """Batches buffered between two steps (backpressure)."""
+    output_root: str | None = None
+    """Sinks may only write below this folder (default: no restriction beyond `..` checks)."""
+    dlq_dir: str = ".oxiflow/dlq"
+    """Where dead-letter files go (one JSON Lines file per run)."""
+
+
+class PipelineModel(_Strict):
+    metadata: PipelineMetadata = Field(default_factory=PipelineMetadata)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    """Defaults for ${VAR}; the process environment wins over them."""
+    engine: Literal["local", "spark"] = "local"
+    settings: PipelineSettings = Field(default_factory=lambda: PipelineSettings())
+    pipeline: list[StepModel] = Field(min_length=1)
+    tests: list[dict[str, Any]] = Field(default_factory=list)
+    """Pipeline-level tests run by `oxiflow pipeline test`."""
+
+
+class ProjectInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+
+
+class ProjectSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    output_dir: str = "./output"
+    pipeline_dir: str = "./pipelines"
+    oxis_dir: str = "./oxis"
+
+
+class ProjectModel(BaseModel):
+    """``oxiflow.yaml``: compatible with the Oxide Flow project file."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: ProjectInfo = Field(default_factory=ProjectInfo)
+    oxis: Any = None
+    settings: ProjectSettings = Field(default_factory=ProjectSettings)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    state_manager: dict[str, Any] = Field(default_factory=dict)
+    defaults: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,219 @@
+"""The plugin API: what a source, transform or sink implements.
+
+A plugin is a typed config model (``OxiConfig`` subclass, pydantic, ``extra="forbid"``) plus a
+runtime class built from it, registered once with :func:`oxi`. Built-ins and third-party
+plugins use the same decorator and the same entry-point group (``oxiflow.oxis``).
+
+The engine gives every running step a :class:`StepContext`: its identity, a cancel event,
+counters for rejected and filtered rows, the dead-letter queue and the paths to resolve against.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from oxiflow.errors import PathEscapeError, RunCancelled
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from oxiflow.data import OxiData
+    from oxiflow.engine.dlq import DeadLetterQueue
+
+OxiKind = Literal["source", "transform", "sink"]
+
+
+class OxiConfig(BaseModel):
+    """Base of every oxi config model: unknown keys are errors, field docs feed the docs."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+
+@dataclass(frozen=True)
+class OxiSpec:
+    """One registration: everything the registry, docs, ``plugins describe`` and ``validate`` need."""
+
+    name: str
+    kind: OxiKind
+    config: type[OxiConfig]
+    factory: Callable[[Any], Oxi]
+    summary: str
+    example: str = ""
+    status: str = "stable"
+    since: str = "0.1.0"
+    min_inputs: int = 1
+    max_inputs: int | None = 1
+    # Steps that may change the number of rows without rejecting or filtering them (aggregations,
+    # explode, json_select). Conservation (in = out + rejected + filtered) is checked on the others.
+    reshapes: bool = False
+
+
+OxiT = TypeVar("OxiT", bound="type[Oxi]")
+
+
+def oxi(
+    name: str,
+    *,
+    kind: OxiKind,
+    config: type[OxiConfig],
+    summary: str,
+    example: str = "",
+    status: str = "stable",
+    since: str = "0.1.0",
+    min_inputs: int | None = None,
+    max_inputs: int | Literal["default"] | None = "default",
+    reshapes: bool = False,
+) -> Callable[[OxiT], OxiT]:
+    """Class decorator that attaches an :class:`OxiSpec` to a plugin class."""
+
+    def wrap(cls: OxiT) -> OxiT:
+        lo = min_inputs if min_inputs is not None else (0 if kind == "source" else 1)
+        hi: int | None = (0 if kind == "source" else 1) if max_inputs == "default" else max_inputs
+        cls.spec = OxiSpec(
+            name=name,
+            kind=kind,
+            config=config,
+            factory=cls,
+            summary=summary,
+            example=example,
+            status=status,
+            since=since,
+            min_inputs=lo,
+            max_inputs=hi,
+            reshapes=reshapes,
+        )
+        return cls
+
+    return wrap
+
+
+@dataclass
+class StepContext:
+    """What a running step can see and report. One per step attempt."""
+
+    step_id: str
+    oxi_name: str
+    run_id: str
+    base_dir: Path = field(default_factory=Path.cwd)
+    output_root: Path | None = None
+    batch_size: int = 122_880
+    memory_limit_mb: int | None = None
+    limit_rows: int | None = None  # 0 while `explain` probes schemas
+    cancel: threading.Event = field(default_factory=threading.Event)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    dlq: DeadLetterQueue | None = None
+    rows_rejected: int = 0
+    rows_filtered: int = 0
+    rows_read: int | None = None  # sources that know how many raw records they read
+    bytes_read: int = 0
+    bytes_written: int = 0
+    _interrupters: list[Callable[[], None]] = field(default_factory=list)
+
+    # -- accounting -----------------------------------------------------------------------------
+    def reject(self, count: int = 1) -> None:
+        self.rows_rejected += count
+
+    def filtered(self, count: int) -> None:
+        self.rows_filtered += count
+
+    # -- paths ----------------------------------------------------------------------------------
+    def input_path(self, path: str | Path) -> Path:
+        """Resolve a path to read, relative to the pipeline file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def output_path(self, path: str | Path) -> Path:
+        """Resolve a path to write; it must stay inside the output root when one is configured."""
+        p = self.input_path(path)
+        if self.output_root is not None:
+            check_inside(self.output_root, p)
+        return p
+
+    # -- cancellation ---------------------------------------------------------------------------
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise RunCancelled("step cancelled", step=self.step_id)
+
+    def on_interrupt(self, fn: Callable[[], None]) -> None:
+        """Register a callback the engine calls (from another thread) to unblock this step:
+        ``duckdb_connection.interrupt``, ``sock.close`` ..."""
+        self._interrupters.append(fn)
+
+    def interrupt(self) -> None:
+        self.cancel.set()
+        for fn in list(self._interrupters):
+            try:
+                fn()
+            except Exception:  # interrupting is best effort; the step is being abandoned anyway
+                pass
+
+
+def check_inside(root: Path, path: Path) -> Path:
+    """Raise unless ``path`` (after resolving ``..`` and symlinks) is inside ``root``."""
+    root_r = root.resolve()
+    path_r = path.resolve()
+    if path_r != root_r and root_r not in path_r.parents:
+        raise PathEscapeError(
+            f"path {str(path)!r} is outside the output root {str(root)!r}",
+            hint="write below the root, or change settings.output_root",
+        )
+    return path_r
+
+
+class Oxi:
+    """Base of every plugin runtime. ``self.config`` is the validated config model."""
+
+    spec: ClassVar[OxiSpec]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+
+class Source(Oxi):
+    def read(self, ctx: StepContext) -> OxiData:
+        """Return the stream. Heavy work belongs in the iterator, not here."""
+        raise NotImplementedError
+
+
+class Transform(Oxi):
+    def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
+        raise NotImplementedError
+
+
+class BatchTransform(Transform):
+    """A transform that maps each batch independently (filter, select, cast ...)."""
+
+    def output_schema(self, schema: pa.Schema, ctx: StepContext) -> pa.Schema:
+        """The output schema for an input schema (by default: transform an empty batch)."""
+        import pyarrow as pa
+
+        return self.transform_batch(pa.RecordBatch.from_pylist([], schema=schema), ctx).schema
+
+    def transform_batch(self, batch: pa.RecordBatch, ctx: StepContext) -> pa.RecordBatch:
+        raise NotImplementedError
+
+    def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
+        data = inputs[0]
+        schema = self.output_schema(data.schema, ctx)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in data:
+                out = self.transform_batch(batch, ctx)
+                if out.schema != schema:
+                    out = out.cast(schema) if out.schema.names == schema.names else out
+                yield out
+
+        return data.with_batches(batches(), schema)
+
+
+class Sink(Oxi):
+    def write(self, data: OxiData, ctx: StepContext) -> None:
+        """Consume the whole stream and commit atomically; report what was written in
+        ``ctx.metadata`` (``path``, ``rows`` ...). On an exception nothing may be left behind."""
+        raise NotImplementedError

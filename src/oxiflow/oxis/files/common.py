@@ -1,0 +1,128 @@
+"""What every file source and sink shares: path expansion, on_error, atomic output."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+
+from oxiflow.errors import DataError
+from oxiflow.oxi import OxiConfig, StepContext
+
+
+class OnError(StrEnum):
+    fail = "fail"
+    skip = "skip"
+    dlq = "dlq"
+
+
+class FileSourceConfig(OxiConfig):
+    path: str | list[str]
+    """A file, a glob (`data/*.csv`, `**` for subfolders), a folder, or a list of them."""
+    on_error: OnError = OnError.fail
+    """Malformed records: `fail` (stop with file/line/column), `skip` (count them), `dlq` (dead-letter them)."""
+
+
+class FileSinkConfig(OxiConfig):
+    path: str
+    """Output file (or folder when partitioning). Written to a temporary name and renamed on success."""
+    overwrite: bool = True
+    """Replace an existing output; when false an existing output is an error."""
+
+
+def expand_paths(path: str | list[str], ctx: StepContext, suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Expand globs and folders into a sorted list of files; an empty match is an error."""
+    patterns = [path] if isinstance(path, str) else list(path)
+    out: list[Path] = []
+    for pattern in patterns:
+        resolved = ctx.input_path(pattern)
+        text = str(resolved)
+        if glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise DataError(f"no file matches {pattern!r}", file=pattern, hint="check the glob and the folder")
+            out.extend(matches)
+        elif resolved.is_dir():
+            matches = sorted(
+                p
+                for p in resolved.rglob("*")
+                if p.is_file() and not p.name.startswith((".", "_")) and (not suffixes or _has_suffix(p, suffixes))
+            )
+            if not matches:
+                raise DataError(f"folder {pattern!r} holds no matching files", file=pattern)
+            out.extend(matches)
+        elif resolved.is_file():
+            out.append(resolved)
+        else:
+            raise DataError(
+                f"file not found: {pattern}",
+                file=pattern,
+                hint="check the path (relative paths start at the pipeline file's folder)",
+            )
+    return out
+
+
+def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
+    name = path.name.lower()
+    for comp in (".gz", ".zst", ".zstd", ".bz2", ".xz"):
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+    return name.endswith(suffixes)
+
+
+def temp_sibling(target: Path, run_id: str) -> Path:
+    return target.with_name(f".{target.name}.oxitmp-{run_id}-{uuid.uuid4().hex[:6]}")
+
+
+@contextmanager
+def atomic_output(target: Path, ctx: StepContext, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` only on success.
+
+    A failure (or a kill) leaves at most a hidden ``.NAME.oxitmp-*`` file, never a partial
+    ``target``. Works for files and for folders (partitioned datasets).
+    """
+    if target.exists() and not overwrite:
+        raise DataError(f"{target} exists and overwrite is false", file=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target, ctx.run_id)
+    try:
+        yield tmp
+        if ctx.cancel.is_set():
+            raise DataError("write cancelled before commit", file=str(target))
+        if tmp.is_dir():
+            if target.exists():
+                old = temp_sibling(target, ctx.run_id + "-old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                _remove(old)
+            else:
+                os.replace(tmp, target)
+        else:
+            if not tmp.exists():  # nothing was written: still publish an empty file
+                tmp.touch()
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        ctx.metadata["path"] = str(target)
+        ctx.bytes_written += _size(target)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0

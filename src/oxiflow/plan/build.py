@@ -1,0 +1,217 @@
+"""Pipeline model -> checked DAG of steps (the Plan).
+
+Checks: every oxi exists and its config validates; ids are unique; `inputs` name existing
+steps; the graph has no cycle; each step gets as many inputs as its oxi accepts;
+`${steps.ID.metadata.KEY}` names a step that runs earlier. Then the fusion rules rewrite
+adjacent steps that are faster as one (read_file -> parse_csv becomes one streaming scan).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from oxiflow.config.load import Project, pydantic_issues
+from oxiflow.config.model import PipelineModel, StepModel
+from oxiflow.config.substitute import step_references
+from oxiflow.config.yaml_positions import Positions
+from oxiflow.errors import ConfigError, ConfigIssue
+from oxiflow.oxi import OxiConfig, OxiSpec
+from oxiflow.registry import PluginLoadError, Registry, UnknownOxiError, default_registry
+
+
+@dataclass
+class PlannedStep:
+    index: int
+    id: str
+    model: StepModel
+    spec: OxiSpec
+    raw_config: dict[str, Any]
+    config: OxiConfig | None  # None while the config still holds ${steps...} references
+    inputs: list[str]
+    fused_from: PlannedStep | None = None  # the step folded into this one by a fusion rule
+
+    @property
+    def label(self) -> str:
+        return self.id if self.id == self.spec.name else f"{self.id} ({self.spec.name})"
+
+    @property
+    def deferred(self) -> bool:
+        return self.config is None
+
+
+@dataclass
+class Plan:
+    model: PipelineModel
+    steps: list[PlannedStep]
+    file: Path | None
+    base_dir: Path
+    positions: Positions
+    project: Project | None = None
+    fused: dict[str, str] = field(default_factory=dict)  # folded step id -> step it lives in
+
+    @property
+    def name(self) -> str:
+        if self.model.metadata.name:
+            return self.model.metadata.name
+        return self.file.stem if self.file else "pipeline"
+
+    def step(self, step_id: str) -> PlannedStep:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def consumers(self, step_id: str) -> list[PlannedStep]:
+        return [s for s in self.steps if step_id in s.inputs]
+
+
+def validate_step_config(spec: OxiSpec, raw: dict[str, Any]) -> OxiConfig:
+    return spec.config.model_validate(raw)
+
+
+def build_plan(
+    model: PipelineModel,
+    pos: Positions,
+    *,
+    base_dir: Path,
+    file: Path | None,
+    registry: Registry | None = None,
+    issues: list[ConfigIssue] | None = None,
+    project: Project | None = None,
+) -> Plan:
+    registry = registry or default_registry()
+    issues = list(issues or [])
+    steps: list[PlannedStep] = []
+    seen: dict[str, int] = {}
+    previous: str | None = None
+    for index, step in enumerate(model.pipeline):
+        path = ("pipeline", index)
+        step_id = step.id or step.name
+        if step_id in seen:
+            if step.id:
+                issues.append(pos.issue(f"duplicate step id {step_id!r}", (*path, "id")))
+            else:  # two unnamed steps of the same oxi: number them
+                step_id = f"{step.name}_{index + 1}"
+        seen[step_id] = index
+        try:
+            spec = registry.get(step.name)
+        except UnknownOxiError as exc:
+            hint = f"did you mean {exc.suggestion!r}?" if exc.suggestion else "see `oxiflow plugins list`"
+            issues.append(pos.issue(f"unknown oxi {step.name!r}", (*path, "name"), hint=hint))
+            previous = step_id
+            continue
+        except PluginLoadError as exc:
+            issues.append(pos.issue(str(exc), (*path, "name")))
+            previous = step_id
+            continue
+        deferred_keys = {k for k, v in step.config.items() if step_references(v)}
+        config: OxiConfig | None = None
+        try:
+            config = validate_step_config(spec, step.config)
+        except ValidationError as exc:
+            real = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in deferred_keys)]
+            if real:
+                issues.extend(_config_issues(exc, pos, (*path, "config"), spec))
+        if deferred_keys:
+            config = None
+        if step.inputs is not None:
+            inputs = list(step.inputs)
+        elif spec.kind == "source":
+            inputs = []
+        else:
+            inputs = [previous] if previous is not None else []
+        steps.append(PlannedStep(index, step_id, step, spec, dict(step.config), config, inputs))
+        previous = step_id
+
+    ids = {s.id for s in steps} | set(seen)
+    for s in steps:
+        path = ("pipeline", s.index)
+        for i, ref in enumerate(s.inputs):
+            if ref not in ids:
+                match = difflib.get_close_matches(ref, sorted(ids), n=1)
+                issues.append(
+                    pos.issue(
+                        f"step {s.label} takes input {ref!r}, which is no step id",
+                        (*path, "inputs", i),
+                        hint=f"did you mean {match[0]!r}?" if match else f"known ids: {', '.join(sorted(ids))}",
+                    )
+                )
+        n = len(s.inputs)
+        lo, hi = s.spec.min_inputs, s.spec.max_inputs
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            what = "has no step before it" if n == 0 else f"gets {n}"
+            issues.append(
+                pos.issue(
+                    f"step {s.label} ({s.spec.kind}) takes {want} input(s) but {what}",
+                    (*path, "inputs") if s.model.inputs is not None else (*path, "name"),
+                    hint="put a source step first, or set `inputs:`" if n == 0 else None,
+                )
+            )
+        for ref_id, _key in step_references(s.raw_config):
+            if ref_id not in ids:
+                match = difflib.get_close_matches(ref_id, sorted(ids), n=1)
+                issues.append(
+                    pos.issue(
+                        f"${{steps.{ref_id}...}} names no step",
+                        (*path, "config"),
+                        hint=f"did you mean {match[0]!r}?" if match else None,
+                    )
+                )
+            elif seen[ref_id] >= s.index:
+                issues.append(pos.issue(f"${{steps.{ref_id}...}} refers to a step that runs later", (*path, "config")))
+
+    order = _topological(steps, pos, issues)
+    if issues:
+        raise ConfigError(issues)
+    plan = Plan(model, order, file, base_dir, pos, project)
+    from oxiflow.plan.fusion import apply_fusions
+
+    apply_fusions(plan)
+    return plan
+
+
+def _config_issues(exc: ValidationError, pos: Positions, prefix: tuple[Any, ...], spec: OxiSpec) -> list[ConfigIssue]:
+    out = []
+    fields = list(spec.config.model_fields)
+    for issue, err in zip(pydantic_issues(exc, pos, prefix), exc.errors(), strict=True):
+        if err["type"] == "extra_forbidden":
+            match = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1)
+            issue.hint = f"did you mean {match[0]!r}?" if match else f"{spec.name} takes: {', '.join(fields)}"
+            issue.message = f"unknown key {err['loc'][-1]!r} for oxi {spec.name!r}"
+        out.append(issue)
+    return out
+
+
+def _topological(steps: list[PlannedStep], pos: Positions, issues: list[ConfigIssue]) -> list[PlannedStep]:
+    by_id = {s.id: s for s in steps}
+    state: dict[str, int] = {}
+    order: list[PlannedStep] = []
+    reported: set[str] = set()
+
+    def visit(s: PlannedStep, trail: list[str]) -> None:
+        mark = state.get(s.id)
+        if mark == 2:
+            return
+        if mark == 1:
+            cycle = [*trail[trail.index(s.id) :], s.id]
+            key = "->".join(sorted(set(cycle)))
+            if key not in reported:
+                reported.add(key)
+                issues.append(pos.issue(f"steps form a cycle: {' -> '.join(cycle)}", ("pipeline", s.index, "inputs")))
+            return
+        state[s.id] = 1
+        for ref in s.inputs:
+            if ref in by_id:
+                visit(by_id[ref], [*trail, s.id])
+        state[s.id] = 2
+        order.append(s)
+
+    for s in steps:
+        visit(s, [])
+    return order
