@@ -105,6 +105,7 @@ class StepContext:
     batch_size: int = 122_880
     memory_limit_mb: int | None = None
     limit_rows: int | None = None  # 0 while `explain` probes schemas
+    input_ids: list[str] = field(default_factory=list)  # the step's `inputs:`, in order (sql names tables by them)
     cancel: threading.Event = field(default_factory=threading.Event)
     metadata: dict[str, Any] = field(default_factory=dict)
     dlq: DeadLetterQueue | None = None

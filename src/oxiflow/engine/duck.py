@@ -8,6 +8,7 @@ pipeline's ``memory_limit_mb``) becomes DuckDB's ``memory_limit`` with spilling 
 from __future__ import annotations
 
 import tempfile
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,16 @@ def connect(ctx: StepContext | None = None, database: str = ":memory:", **extra:
     config.update(extra)
     con = duckdb.connect(database, config=config)
     if ctx is not None:
-        ctx.on_interrupt(con.interrupt)
+        # a weak reference: a bound method would keep the connection alive as long as the
+        # context (and any traceback holding it), which nanobind reports as a leak at exit
+        ref = weakref.ref(con)
+        ctx.on_interrupt(lambda: _interrupt(ref()))
     return con
+
+
+def _interrupt(con: duckdb.DuckDBPyConnection | None) -> None:
+    if con is not None:
+        con.interrupt()
 
 
 def literal(value: Any) -> str:

@@ -338,6 +338,7 @@ class LocalEngine:
             batch_size=settings.batch_size,
             memory_limit_mb=mem,
             limit_rows=0 if self.options.explain else None,
+            input_ids=list(p.inputs),
             dlq=self.dlq,
         )
 
@@ -386,9 +387,12 @@ class LocalEngine:
         try:
             if self.options.explain and p.spec.kind == "sink":
                 m.status = "skipped"
-                for inlet in run.inlets:
-                    inlet.open()
-                    inlet.drain()
+                try:
+                    for inlet in run.inlets:
+                        inlet.open()
+                        inlet.drain()
+                except RunCancelled:  # the step feeding it failed; that step reports the error
+                    m.status = "cancelled"
                 return
             while True:
                 attempt += 1
@@ -449,6 +453,8 @@ class LocalEngine:
                     m.bytes_in = run.ctx.bytes_read
                 elif p.spec.kind == "sink" and m.status == "ok":
                     m.rows_out = m.rows_in - m.rows_rejected - m.rows_filtered
+                    # every sink can be referenced as ${steps.ID.metadata.rows}, even one that forgot it
+                    run.ctx.metadata.setdefault("rows", m.rows_out)
                 with self._lock:
                     self.metadata.setdefault(p.id, {}).update(run.ctx.metadata)
             m.seconds = time.perf_counter() - run.started
@@ -483,7 +489,9 @@ class LocalEngine:
             self._drain_inputs(run)
             return
         with self._lock:
-            self.metadata.setdefault(p.id, {}).update(data.metadata)
+            # what read()/transform() reported so far must be visible to steps that wait on `opened`
+            self.metadata.setdefault(p.id, {}).update(ctx.metadata)
+            self.metadata[p.id].update(data.metadata)
         self.schemas[p.id] = data.schema
         run.outlet.open(data.schema, data.kind, data.metadata)
         run.opened.set()

@@ -1,0 +1,151 @@
+"""write_duckdb: append and atomic replace into a real DuckDB file, checked by reading it back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from oxiflow.config.load import load_pipeline
+from oxiflow.data import OxiData
+from oxiflow.engine.local import run_plan
+from oxiflow.oxi import OxiConfig, Source, StepContext, oxi
+from oxiflow.registry import default_registry
+
+
+class HalfThenFailConfig(OxiConfig):
+    rows: int = 10
+
+
+@oxi("golden_wd_half_then_fail", kind="source", config=HalfThenFailConfig, summary="test: rows, then a failure")
+class HalfThenFail(Source):
+    config: HalfThenFailConfig
+
+    def read(self, ctx: StepContext) -> OxiData:
+        schema = pa.schema([("id", pa.int64())])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            yield pa.record_batch([pa.array(range(self.config.rows), pa.int64())], schema=schema)
+            raise ValueError("source broke half way")
+
+        return OxiData(schema, batches())
+
+
+default_registry().register(HalfThenFail)
+
+
+def _csv(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+
+
+def _run(write_pipeline, csv: str, sink: str):
+    path = write_pipeline(
+        f"""
+        pipeline:
+          - name: read_csv
+            config: {{path: {csv}}}
+          - name: write_duckdb
+            id: sink
+            config: {sink}
+        """
+    )
+    return run_plan(load_pipeline(path))
+
+
+def _rows(db: Path, query: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.sql(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_append_creates_then_appends_by_name(tmp_path: Path, write_pipeline) -> None:
+    _csv(tmp_path, "a.csv", "id,name,amount\n1,a,1.5\n2,b,\n")
+    _csv(tmp_path, "b.csv", "amount,id,name\n9.25,3,c\n")  # columns in another order
+    r1 = _run(write_pipeline, "a.csv", "{database: wh.duckdb, table: orders}")
+    assert r1.status == "ok", r1.error
+    r2 = _run(write_pipeline, "b.csv", "{database: wh.duckdb, table: orders, write_disposition: append}")
+    assert r2.status == "ok", r2.error
+    db = tmp_path / "wh.duckdb"
+    got = _rows(db, "select id, name, amount from orders order by id")
+    assert got == [(1, "a", 1.5), (2, "b", None), (3, "c", 9.25)]
+    # the table took the Arrow types of the first load
+    types = _rows(db, "select column_name, data_type from information_schema.columns where table_name='orders'")
+    assert dict(types) == {"id": "BIGINT", "name": "VARCHAR", "amount": "DOUBLE"}
+    assert r2.metadata["sink"] == {"rows": 1, "table": "orders", "database": str(db)}
+    assert r2.balanced
+
+
+def test_replace_swaps_content_and_schema(tmp_path: Path, write_pipeline) -> None:
+    _csv(tmp_path, "a.csv", "id,name\n1,a\n2,b\n")
+    _csv(tmp_path, "b.csv", "id,score,extra\n7,0.5,x\n")
+    sink = "{database: out/wh.duckdb, table: analytics.t, write_disposition: replace}"
+    assert _run(write_pipeline, "a.csv", sink).status == "ok"
+    db = tmp_path / "out/wh.duckdb"
+    assert _rows(db, "select * from analytics.t order by id") == [(1, "a"), (2, "b")]
+    r = _run(write_pipeline, "b.csv", sink)
+    assert r.status == "ok", r.error
+    assert _rows(db, "select * from analytics.t") == [(7, 0.5, "x")]
+    # no staging table left behind
+    assert _rows(db, "select table_schema, table_name from information_schema.tables") == [("analytics", "t")]
+    assert r.metadata["sink"]["rows"] == 1
+
+
+def test_replace_failure_keeps_old_table(tmp_path: Path, write_pipeline) -> None:
+    _csv(tmp_path, "a.csv", "id\n100\n200\n")
+    sink = "{database: wh.duckdb, table: t, write_disposition: replace}"
+    assert _run(write_pipeline, "a.csv", sink).status == "ok"
+    path = write_pipeline(
+        f"""
+        pipeline:
+          - name: golden_wd_half_then_fail
+          - name: write_duckdb
+            config: {sink}
+        """
+    )
+    r = run_plan(load_pipeline(path))
+    assert r.status == "failed"
+    assert "source broke half way" in str(r.error)
+    db = tmp_path / "wh.duckdb"
+    assert _rows(db, "select id from t order by id") == [(100,), (200,)]
+    assert _rows(db, "select count(*) from information_schema.tables") == [(1,)]
+
+
+def test_append_failure_adds_nothing(tmp_path: Path, write_pipeline) -> None:
+    _csv(tmp_path, "a.csv", "id\n100\n")
+    assert _run(write_pipeline, "a.csv", "{database: wh.duckdb, table: t}").status == "ok"
+    path = write_pipeline(
+        """
+        pipeline:
+          - name: golden_wd_half_then_fail
+          - name: write_duckdb
+            config: {database: wh.duckdb, table: t}
+        """
+    )
+    assert run_plan(load_pipeline(path)).status == "failed"
+    assert _rows(tmp_path / "wh.duckdb", "select id from t") == [(100,)]
+
+
+def test_quoted_identifiers_and_type_mismatch(tmp_path: Path, write_pipeline) -> None:
+    _csv(tmp_path, "a.csv", "id\n1\n")
+    _csv(tmp_path, "b.csv", "id\nnot-a-number\n")
+    sink = '{database: wh.duckdb, table: "we\\"ird t"}'
+    r = _run(write_pipeline, "a.csv", sink)
+    assert r.status == "ok", r.error
+    assert _rows(tmp_path / "wh.duckdb", 'select id from "we""ird t"') == [(1,)]
+    bad = _run(write_pipeline, "b.csv", sink)
+    assert bad.status == "failed"
+    assert 'we"ird t' in str(bad.error) and "wh.duckdb" in str(bad.error)
+    assert _rows(tmp_path / "wh.duckdb", 'select id from "we""ird t"') == [(1,)]
+
+
+@pytest.mark.parametrize("table", ["a.b.c", ".t", "s."])
+def test_bad_table_name(tmp_path: Path, write_pipeline, table: str) -> None:
+    _csv(tmp_path, "a.csv", "id\n1\n")
+    r = _run(write_pipeline, "a.csv", f"{{database: wh.duckdb, table: '{table}'}}")
+    assert r.status == "failed"
+    assert "schema.table" in str(r.error)
