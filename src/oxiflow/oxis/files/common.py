@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ def atomic_output(target: Path, ctx: StepContext, *, overwrite: bool = True) -> 
     if target.exists() and not overwrite:
         raise DataError(f"{target} exists and overwrite is false", file=str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     tmp = temp_sibling(target, ctx.run_id)
     try:
         yield tmp
@@ -110,9 +112,27 @@ def atomic_output(target: Path, ctx: StepContext, *, overwrite: bool = True) -> 
             os.replace(tmp, target)
         ctx.metadata["path"] = str(target)
         ctx.bytes_written += _size(target)
+        remove_stale_temps(target, started)
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+def remove_stale_temps(target: Path, before: float) -> None:
+    """Remove ``.NAME.oxitmp-*`` left for ``target`` by killed runs: only those untouched since
+    ``before`` (this write's start), so a concurrent writer's temporary file is left alone."""
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.oxitmp-*"):
+        try:
+            if _latest_mtime(leftover) < before:
+                _remove(leftover)
+        except OSError:  # vanished meanwhile (its owner finished or cleaned it)
+            pass
+
+
+def _latest_mtime(path: Path) -> float:
+    if path.is_dir():
+        return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
+    return path.stat().st_mtime
 
 
 def _remove(path: Path) -> None:

@@ -79,6 +79,8 @@ def scan_csv(cfg: ReadCsvConfig, ctx: StepContext) -> OxiData:
     opts = csv_scan_options(cfg)
     lenient = cfg.on_error != OnError.fail
     if lenient:
+        # DuckDB cannot keep a rejects table while matching columns by name across files
+        opts = [(k, False if k == "union_by_name" else v) for k, v in opts]
         opts += [("ignore_errors", True), ("store_rejects", True)]
     query = f"SELECT * FROM read_csv({literal(files)}, {options(opts)})"
     ctx.metadata.update(path=files[0] if len(files) == 1 else files, files=len(files))

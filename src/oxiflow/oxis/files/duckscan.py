@@ -46,9 +46,18 @@ def stream_query(
     *,
     metadata: dict[str, Any] | None = None,
     after: Callable[[Any], None] | None = None,
+    on_error: Callable[[DataError], DataError] | None = None,
 ) -> OxiData:
     """Run ``query`` in a fresh DuckDB and stream its result. ``after(con)`` runs at the end of
-    the stream (collecting rejects), before the connection closes."""
+    the stream (collecting rejects), before the connection closes; ``on_error`` may refine the
+    DataError a reader failure becomes (a reader that can locate the bad line itself)."""
+
+    def translate(exc: Exception) -> Exception:
+        err = _translate(exc, files)
+        if on_error is not None and isinstance(err, DataError):
+            err = on_error(err)
+        return err
+
     con = connect(ctx)
     if ctx.limit_rows is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(ctx.limit_rows)}"
@@ -56,7 +65,7 @@ def stream_query(
         reader = con.sql(query).to_arrow_reader(ctx.batch_size)
     except Exception as exc:
         con.close()
-        raise _translate(exc, files) from None
+        raise translate(exc) from None
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -66,7 +75,7 @@ def stream_query(
                 except StopIteration:
                     break
                 except Exception as exc:
-                    raise _translate(exc, files) from None
+                    raise translate(exc) from None
                 if batch.num_rows:
                     yield batch
             if after is not None:
@@ -84,6 +93,7 @@ def _translate(exc: Exception, files: list[str]) -> Exception:
         from oxiflow.errors import RunCancelled
 
         return RunCancelled("query interrupted")
-    if isinstance(exc, duckdb.Error | pa.ArrowInvalid):
+    # RuntimeError/OSError: DuckDB's Python bridge and Arrow export fail with these on corrupt input
+    if isinstance(exc, duckdb.Error | pa.ArrowException | RuntimeError | OSError):
         return duckdb_data_error(exc, files)
     return exc

@@ -50,7 +50,7 @@ class WriteParquetConfig(FileSinkConfig):
     compression_level: int | None = None
     """Codec level (zstd: 1-22)."""
     row_group_size: int = Field(122_880, gt=0)
-    """Rows per row group."""
+    """Rows per row group (DuckDB works in vectors of 2,048 rows: smaller sizes round up to that)."""
     partition_by: list[str] | None = None
     """Write a Hive-style folder tree (`col=value/...`) by these columns; `path` is then a folder."""
 
@@ -68,7 +68,8 @@ class WriteParquet(Sink):
     def write(self, data: OxiData, ctx: StepContext) -> None:
         cfg = self.config
         target = ctx.output_path(cfg.path)
-        opts = [f"FORMAT parquet, COMPRESSION {cfg.compression}, ROW_GROUP_SIZE {cfg.row_group_size}"]
+        codec = "uncompressed" if cfg.compression == "none" else cfg.compression
+        opts = [f"FORMAT parquet, COMPRESSION {codec}, ROW_GROUP_SIZE {cfg.row_group_size}"]
         if cfg.compression_level is not None:
             opts.append(f"COMPRESSION_LEVEL {cfg.compression_level}")
         if cfg.partition_by:
