@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from oxiflow.cli import output
+from oxiflow.cli.options import ConfigOpt, JsonOpt, LogFormatOpt, QuietOpt, VarsOpt, parse_vars
 
 app = typer.Typer(
     name="oxiflow",
@@ -20,24 +20,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-VarsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--var", "-v", help="Set a variable: --var KEY=VALUE (wins over the environment)."),
-]
-LogFormatOpt = Annotated[str, typer.Option("--log-format", help="Logs on stderr: text or json.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-
-
-def parse_vars(pairs: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            output.fail_usage(f"--var expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = value
-    return out
-
 
 @app.command()
 def run(
@@ -45,9 +27,7 @@ def run(
     var: VarsOpt = None,
     engine: Annotated[str, typer.Option("--engine", help="Execution engine: local.")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan; run nothing.")] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Project file (default: the nearest oxiflow.yaml).")
-    ] = None,
+    config: ConfigOpt = None,
     log_format: LogFormatOpt = "text",
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -78,21 +58,24 @@ def validate(
     pipeline: Annotated[str, typer.Argument(help="A pipeline file, or a pipeline name in the project.")],
     var: VarsOpt = None,
     json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Check a pipeline without running it: YAML, oxis, config types, variables, references, cycles.
 
     Example: oxiflow validate pipelines/orders.yaml
     """
-    plan = output.load_or_exit(pipeline, parse_vars(var), None, json_out=json_out)
+    plan = output.load_or_exit(pipeline, parse_vars(var), config, json_out=json_out)
     if json_out:
         output.print_json({"valid": True, "pipeline": plan.name, "steps": [s.id for s in plan.steps]})
-    else:
+    elif not quiet:
         output.err(f"✓ {plan.file}: valid ({len(plan.steps)} steps)")
 
 
 def main() -> None:
-    from oxiflow.cli import commands  # noqa: F401  (registers the remaining command groups)
+    from oxiflow.cli import commands
 
+    commands.register(app)
     try:
         app()
     except KeyboardInterrupt:

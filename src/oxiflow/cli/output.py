@@ -94,6 +94,34 @@ def print_plan(explained: dict[str, Any], json_out: bool) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+def print_info(data: dict[str, Any]) -> None:
+    meta = data["metadata"]
+    lines = [f"pipeline {data['name']} ({data['file']})"]
+    for key in ("description", "version", "author", "category"):
+        if meta.get(key):
+            lines.append(f"  {key}: {meta[key]}")
+    if meta.get("tags"):
+        lines.append(f"  tags: {', '.join(map(str, meta['tags']))}")
+    if data["environment"]:
+        lines.append("  environment (defaults): " + ", ".join(f"{k}={v}" for k, v in data["environment"].items()))
+    for key, value in data["settings"].items():
+        lines.append(f"  settings.{key}: {value}")
+    lines.append(f"  steps ({len(data['steps'])}):")
+    for i, step in enumerate(data["steps"], 1):
+        inputs = f" <- {', '.join(step['inputs'])}" if step["inputs"] else ""
+        fused = f" (fused with {step['fused']})" if step.get("fused") else ""
+        lines.append(f"  {i:>3}. {step['id']} [{step['oxi']}, {step['kind']}]{inputs}{fused}")
+        for key, value in step["config"].items():
+            lines.append(f"         {key}: {json.dumps(value, default=str) if not isinstance(value, str) else value}")
+        for f in step.get("schema") or []:
+            lines.append(f"         -> {f['name']}: {f['type']}{'' if f['nullable'] else ' not null'}")
+        if step.get("schema_error"):
+            lines.append(f"         schema error: {step['schema_error']}")
+    if data["tests"]:
+        lines.append(f"  tests: {', '.join(data['tests'])}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024:

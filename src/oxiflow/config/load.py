@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from oxiflow.config.model import PipelineModel, ProjectModel
-from oxiflow.config.substitute import MissingVariable, substitute
+from oxiflow.config.substitute import MissingVariable, substitute, substitute_string
 from oxiflow.config.yaml_positions import Positions, load_yaml
 from oxiflow.errors import ConfigError, ConfigIssue
 
@@ -124,15 +124,27 @@ def make_lookup(
     pipeline_env: Mapping[str, Any],
     project_env: Mapping[str, Any] | None,
 ) -> Any:
+    """A variable lookup over the layers, highest first. Values from `environment` blocks may
+    themselves use ${OTHER} (resolved through the same layers; a cycle is an error)."""
     layers: list[Mapping[str, Any]] = [cli_vars or {}, os.environ, pipeline_env, project_env or {}]
+    resolving: set[str] = set()
 
     def lookup(name: str) -> str | None:
-        for layer in layers:
+        for depth, layer in enumerate(layers):
             if name in layer and layer[name] is not None:
                 value = layer[name]
-                return (
-                    value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-                )
+                if isinstance(value, bool):
+                    return str(value).lower()
+                text = value if isinstance(value, str) else str(value)
+                if depth >= 2 and "${" in text:  # only file-defined defaults are expanded
+                    if name in resolving:
+                        raise MissingVariable(f"{name} (defined in terms of itself)", ())
+                    resolving.add(name)
+                    try:
+                        text = substitute_string(text, lookup)
+                    finally:
+                        resolving.discard(name)
+                return text
         return None
 
     return lookup
@@ -185,5 +197,7 @@ def load_pipeline(
     except ValidationError as exc:
         issues.extend(pydantic_issues(exc, pos))
         raise ConfigError(issues) from None
-    base_dir = path.parent.resolve() if path.parent else Path.cwd()
+    # Inside a project, relative paths start at the project root (Oxide Flow's rule, and what
+    # `environment: {DATA_DIR: data}` in oxiflow.yaml means); otherwise at the pipeline's folder.
+    base_dir = project.root if project is not None else path.parent.resolve()
     return build_plan(model, pos, base_dir=base_dir, file=path, registry=registry, issues=issues, project=project)
