@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -18,12 +18,39 @@ if TYPE_CHECKING:
     from oxiflow.oxi import StepContext
 
 
-def connect(ctx: StepContext | None = None, database: str = ":memory:", **extra: Any) -> duckdb.DuckDBPyConnection:
+# A scan streamed out as Arrow needs a few buffers per thread, but at DuckDB's default limit (80%
+# of RAM) its buffer pool grows with the input (CSV -> Parquet: 500 MB at 5M rows vs 180 MB at
+# 500k). 128 MB per core keeps it flat and leaves room for compressed CSV (~30 MB blocks, which
+# ran out of memory at 64 MB per core). Measurements: benchmarks/README.md.
+SCAN_MB_PER_CORE = 128
+
+
+def connect(
+    ctx: StepContext | None = None,
+    database: str = ":memory:",
+    *,
+    stream: Literal["read", "write"] | None = None,
+    **extra: Any,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for one step.
+
+    ``stream="read"``: a scan streamed out as Arrow; its memory is capped when the step has no
+    budget of its own. ``stream="write"``: a COPY draining one Arrow stream; it gets half the
+    cores, since more threads only contend with the reader feeding it (on 2 cores: faster, and
+    150 MB less). Other connections (joins, aggregations) keep DuckDB's defaults.
+    """
+    import os
+
     import duckdb
 
+    cores = os.cpu_count() or 1
     config: dict[str, Any] = {"temp_directory": tempfile.gettempdir() + "/oxiflow-duckdb-spill"}
     if ctx is not None and ctx.memory_limit_mb:
         config["memory_limit"] = f"{ctx.memory_limit_mb}MB"
+    elif stream == "read":
+        config["memory_limit"] = f"{SCAN_MB_PER_CORE * max(2, cores)}MB"
+    if stream == "write":
+        config["threads"] = max(1, cores // 2)
     config.update(extra)
     con = duckdb.connect(database, config=config)
     if ctx is not None:

@@ -58,7 +58,7 @@ def stream_query(
             err = on_error(err)
         return err
 
-    con = connect(ctx)
+    con = connect(ctx, stream="read")
     if ctx.limit_rows is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(ctx.limit_rows)}"
     try:

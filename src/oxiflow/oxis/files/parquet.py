@@ -80,7 +80,7 @@ class WriteParquet(Sink):
                 raise DataError(f"partition_by names unknown column(s) {missing}; the data has {data.schema.names}")
             opts.append("PARTITION_BY (" + ", ".join(ident(c) for c in cfg.partition_by) + ")")
         with atomic_output(target, ctx, overwrite=cfg.overwrite) as tmp:
-            con = connect(ctx)
+            con = connect(ctx, stream="write")
             try:
                 con.register("input_stream", data.to_reader())
                 con.execute(f"COPY input_stream TO {literal(str(tmp))} ({', '.join(opts)})")
