@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from oxiflow.config.model import PipelineModel, ProjectModel
+from oxiflow.config.model import PipelineModel, PipelineSettings, ProjectModel, StepModel
 from oxiflow.config.substitute import MissingVariable, substitute, substitute_string
 from oxiflow.config.yaml_positions import Positions, load_yaml
 from oxiflow.errors import ConfigError, ConfigIssue
@@ -115,8 +115,8 @@ def _register_hints(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
 
 
 _register_hints(PipelineModel, ())
-_register_hints(__import__("oxiflow.config.model", fromlist=["StepModel"]).StepModel, ("pipeline", "#"))
-_register_hints(__import__("oxiflow.config.model", fromlist=["PipelineSettings"]).PipelineSettings, ("settings",))
+_register_hints(StepModel, ("pipeline", "#"))
+_register_hints(PipelineSettings, ("settings",))
 
 
 def make_lookup(
