@@ -10,6 +10,9 @@ counters for rejected and filtered rows, the dead-letter queue and the paths to 
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,9 +33,42 @@ OxiKind = Literal["source", "transform", "sink"]
 
 
 class OxiConfig(BaseModel):
-    """Base of every oxi config model: unknown keys are errors, field docs feed the docs."""
+    """Base of every oxi config model: unknown keys are errors, field docs feed the docs.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    A field is documented by a docstring under it; :func:`field_docs` reads them when docs are
+    wanted (pydantic's ``use_attribute_docstrings`` would parse every module's source at import,
+    which costs every run's start-up).
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@functools.cache
+def field_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the docstring written under the field (base classes first, then overrides)."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        except (OSError, TypeError, SyntaxError):  # no source (built on the fly, frozen): no docs
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, doc in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)
+            ):
+                docs[node.target.id] = inspect.cleandoc(doc.value.value)
+    return {name: (info.description or docs.get(name, "")) for name, info in model.model_fields.items()}
 
 
 @dataclass(frozen=True)
@@ -104,7 +140,9 @@ class StepContext:
     output_root: Path | None = None
     batch_size: int = 122_880
     memory_limit_mb: int | None = None
-    limit_rows: int | None = None  # 0 while `explain` probes schemas
+    # the step need not yield more rows than this: 0 while `explain` probes schemas, n when its
+    # only consumer is a `limit n` (a scan can then stop after n rows instead of a queue's worth)
+    limit_rows: int | None = None
     input_ids: list[str] = field(default_factory=list)  # the step's `inputs:`, in order (sql names tables by them)
     cancel: threading.Event = field(default_factory=threading.Event)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +152,11 @@ class StepContext:
     rows_read: int | None = None  # sources that know how many raw records they read
     bytes_read: int = 0
     bytes_written: int = 0
+    # incremental loading (docs/incremental.md): the source's cursor for this run (an
+    # oxiflow.incremental.IncrementalCursor), and the id of the load sinks tag their rows with
+    cursor: Any = None
+    load_id: str | None = None
+    pipeline: str = ""
     _interrupters: list[Callable[[], None]] = field(default_factory=list)
 
     # -- accounting -----------------------------------------------------------------------------
@@ -130,10 +173,19 @@ class StepContext:
         return p if p.is_absolute() else self.base_dir / p
 
     def output_path(self, path: str | Path) -> Path:
-        """Resolve a path to write; it must stay inside the output root when one is configured."""
+        """Resolve a path to write. It must stay inside ``settings.output_root`` when one is
+        configured; otherwise a relative path must stay inside the base folder (no ``../``
+        escapes), while an absolute path is the author's explicit choice."""
         p = self.input_path(path)
         if self.output_root is not None:
             check_inside(self.output_root, p)
+        # lexical, not resolved: a symlinked data folder inside the project stays allowed
+        elif not Path(path).is_absolute() and os.path.normpath(path).split(os.sep)[0] == os.pardir:
+            raise PathEscapeError(
+                f"output path {str(path)!r} leaves the pipeline's base folder {str(self.base_dir)!r}",
+                step=self.step_id,
+                hint="write below the base folder, give an absolute path, or set settings.output_root",
+            )
         return p
 
     # -- cancellation ---------------------------------------------------------------------------
@@ -167,6 +219,21 @@ def check_inside(root: Path, path: Path) -> Path:
     return path_r
 
 
+@dataclass
+class ScanSQL:
+    """A source's rows as one DuckDB query, so a sink, profile or diff can run it in place.
+
+    ``sql`` is a SELECT any DuckDB connection can run (table functions over files); ``count_sql``
+    counts the rows the scan yields without scanning them (Parquet footers), when that is cheap;
+    ``translate`` turns a DuckDB error of the scan into the error the streaming path would raise.
+    """
+
+    sql: str
+    files: list[str] = field(default_factory=list)
+    count_sql: str | None = None
+    translate: Callable[[BaseException], BaseException] | None = None
+
+
 class Oxi:
     """Base of every plugin runtime. ``self.config`` is the validated config model."""
 
@@ -181,9 +248,35 @@ class Source(Oxi):
         """Return the stream. Heavy work belongs in the iterator, not here."""
         raise NotImplementedError
 
+    # True when scan_sql always gives a ``count_sql``: a transform after it can then be pushed
+    # down too, since its rows in are known without streaming them
+    pushdown_counts: ClassVar[bool] = False
+
+    def pushdown_ready(self) -> bool:
+        """Whether :meth:`scan_sql` can stand in for :meth:`read` with this config (decided from
+        the config alone, at plan time: e.g. not with ``on_error: dlq``)."""
+        return False
+
+    def scan_sql(self, ctx: StepContext) -> ScanSQL:
+        """The rows :meth:`read` would yield, as a DuckDB query (only when ``pushdown_ready``)."""
+        raise NotImplementedError
+
 
 class Transform(Oxi):
     def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
+        raise NotImplementedError
+
+    def input_rows_needed(self) -> int | None:
+        """At most this many input rows can matter (``limit``); None: all of them."""
+        return None
+
+    def pushdown_ready(self) -> bool:
+        """Whether :meth:`pushdown_sql` can stand in for :meth:`transform` with this config."""
+        return False
+
+    def pushdown_sql(self, input_view: str, ctx: StepContext) -> tuple[str, list[tuple[str, str]]]:
+        """This step as a DuckDB query over its one input, a view named ``input_view``; with any
+        further views the query needs (name, SELECT), e.g. aliases of the input."""
         raise NotImplementedError
 
 
@@ -217,4 +310,20 @@ class Sink(Oxi):
     def write(self, data: OxiData, ctx: StepContext) -> None:
         """Consume the whole stream and commit atomically; report what was written in
         ``ctx.metadata`` (``path``, ``rows`` ...). On an exception nothing may be left behind."""
+        raise NotImplementedError
+
+    def pushdown_ready(self) -> bool:
+        """Whether :meth:`write_query` can stand in for :meth:`write` with this config."""
+        return False
+
+    def load_committed(self, load_id: str, ctx: StepContext) -> bool | None:
+        """Exactly-once recovery (docs/incremental.md): whether the load ``load_id`` (``ctx.load_id``
+        of an earlier run) committed in this sink's target: True, False, or None when the sink cannot
+        tell. A sink that answers writes a marker for ``ctx.load_id`` in the same transaction as its rows."""
+        return None
+
+    def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
+        """Write the rows of a DuckDB query, run inside DuckDB with no Arrow hop, after creating
+        ``views`` (name, SELECT) as temporary views on the same connection; return the row count.
+        Same guarantees as :meth:`write`; DuckDB errors are left to the engine to attribute."""
         raise NotImplementedError

@@ -209,3 +209,32 @@ def test_rows_written_match_duckdb(run, tmp_path: Path) -> None:
     assert sorted(got.column("id").to_pylist()) == list(range(50000))
     assert [s.rows_out for s in result.steps] == [50000, 50000]
     assert pc.sum(got.column("id")).as_py() == con.execute("SELECT sum(range) FROM range(50000)").fetchone()[0]
+
+
+def test_diamond_does_not_stall_and_spills_within_bounds(write_pipeline, tmp_path: Path) -> None:
+    # src feeds the join directly and through sort, which needs all of src before it emits: with a
+    # 2-batch queue on the direct edge src would block forever if the join read `sorted` first
+    from oxiflow.engine.local import LocalEngine
+
+    (tmp_path / "in.csv").write_text("id,x\n" + "".join(f"{i},{i % 97}\n" for i in range(20_000)))
+    path = write_pipeline(
+        """
+        settings: {batch_size: 500, queue_size: 2}
+        pipeline:
+          - {name: read_csv, id: src, config: {path: in.csv}}
+          - {name: sort, id: sorted, inputs: [src], config: {by: [x, id]}}
+          - name: sql
+            id: j
+            inputs: [sorted, src]
+            config: {query: "select s.id, s.x from sorted s join src using (id) order by s.x, s.id"}
+          - {name: write_parquet, config: {path: out/j.parquet}}
+        """
+    )
+    engine = LocalEngine(load_pipeline(path))
+    result = engine.run()
+    assert result.status == "ok", result.error
+    expected = duckdb.sql(f"select id, x from read_csv('{tmp_path / 'in.csv'}') order by x, id").fetchall()
+    assert duckdb.sql(f"select id, x from '{tmp_path / 'out/j.parquet'}'").fetchall() == expected
+    assert engine.spill_dir is not None and not engine.spill_dir.exists()  # spilled, then cleaned up
+    figures = {s.step_id: (s.rows_in, s.rows_out) for s in result.steps}
+    assert figures["j"] == (40_000, 20_000) and result.balanced

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")  # field docstrings: oxiflow.oxi.field_docs
 
 
 class PipelineMetadata(BaseModel):
@@ -21,6 +21,20 @@ class PipelineMetadata(BaseModel):
     author: str | None = None
     category: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+
+SchemaMode = Literal["evolve", "freeze", "discard_row", "discard_value"]
+
+
+class SchemaContractModel(_Strict):
+    """Per-entity schema-contract modes (dlt's names; docs/schema-evolution.md)."""
+
+    tables: SchemaMode = "evolve"
+    """When the dataset has no registered schema yet (its first write)."""
+    columns: SchemaMode = "evolve"
+    """When columns are added to or removed from the registered schema."""
+    data_type: SchemaMode = "evolve"
+    """When a column's values do not fit its registered type, or nulls arrive in a NOT NULL column."""
 
 
 class StepModel(_Strict):
@@ -42,6 +56,20 @@ class StepModel(_Strict):
     """Memory budget of the step (DuckDB memory_limit, batch sizes)."""
     continue_on_error: bool = False
     """On final failure, log it and pass the step's input on instead of failing the run."""
+    dataset: str | None = None
+    """Sinks only: the dataset's name in the schema registry (default: the sink's target, e.g.
+    `warehouse.duckdb:orders` or `out/orders.parquet`; docs/schema-evolution.md)."""
+    contract: str | None = None
+    """Sinks only: an ODCS / datacontract-specification file describing the dataset. Turns the schema
+    gate on; its schema is the baseline until the dataset has a registered version."""
+    schema_contract: SchemaMode | SchemaContractModel | None = None
+    """Sinks only: what to do when the data's schema differs from the registered one: one mode for the
+    existing columns and types (the first write establishes the schema), or `{tables: ..., columns: ...,
+    data_type: ...}`; modes `evolve` (default), `freeze`, `discard_row`, `discard_value`. Turns the schema
+    gate on (needs the state store)."""
+    compatibility: Literal["backward", "forward", "full", "none"] | None = None
+    """Sinks only: the compatibility a new schema version must have with the registered one (Kafka
+    schema registry semantics; default `backward`); an incompatible change waits for `oxiflow approve`."""
 
 
 class PipelineSettings(_Strict):
@@ -55,6 +83,8 @@ class PipelineSettings(_Strict):
     """Sinks may only write below this folder (default: no restriction beyond `..` checks)."""
     dlq_dir: str = ".oxiflow/dlq"
     """Where dead-letter files go (one JSON Lines file per run)."""
+    pushdown: bool = True
+    """Run a source -> [sql] -> sink chain that is all DuckDB as one DuckDB statement (docs/engine.md)."""
 
 
 class PipelineModel(_Strict):
@@ -80,6 +110,10 @@ class ProjectSettings(BaseModel):
     output_dir: str = "./output"
     pipeline_dir: str = "./pipelines"
     oxis_dir: str = "./oxis"
+    state_url: str | None = None
+    """Where runs, cursors and locks are kept: an SQLite file path (relative to the project root) or a
+    `postgresql://` URL (`?schema=NAME` picks a schema). Default `.oxiflow/state.db`; `$OXIFLOW_STATE_URL`
+    and `--state-url` win over it (docs/state.md)."""
 
 
 class ProjectModel(BaseModel):

@@ -1,26 +1,45 @@
-"""Dead-letter queue: rejected raw records with the reason, one JSON Lines file per run.
+"""Dead-letter queue: rejected raw records with the reason, one JSON Lines file per run, and, when
+the run has a state store, the ``dlq`` table there too (``oxiflow dlq ...``; state/dlq.py).
 
-Each line: ``{"run_id", "pipeline", "step", "oxi", "reason", "file", "line", "column",
-"raw", "time"}``. The file is created on the first rejected record, so clean runs leave nothing.
+Each line: ``{"id", "run_id", "pipeline", "step", "oxi", "rule", "reason", "file", "line", "column",
+"raw", "values", "masked", "time"}``. The file is created on the first rejected record, so clean runs
+leave nothing. Table rows are buffered and written in chunks (one transaction each), and the rest on
+:meth:`DeadLetterQueue.close`; the file stays the record of last resort when the store fails.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger("oxiflow.dlq")
+
+FLUSH_ROWS = 1000  # table rows buffered before a write to the store
 
 
 class DeadLetterQueue:
-    def __init__(self, path: Path, run_id: str, pipeline: str) -> None:
+    def __init__(self, path: Path, run_id: str, pipeline: str, store: Any = None) -> None:
         self.path = path
         self.run_id = run_id
         self.pipeline = pipeline
+        # the run's state store (oxiflow.state.store.StateStore) or None (--no-state, explain): steps
+        # that keep history there (validate's anomaly checks) reach it through here
+        self.store = store
         self.count = 0
+        self.store_error: BaseException | None = None
         self._lock = threading.Lock()
         self._fh: IO[str] | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._schemas: dict[Any, str] = {}  # schema -> fingerprint already saved this run
+        self._table: Any = None
 
     def put(
         self,
@@ -32,18 +51,30 @@ class DeadLetterQueue:
         file: str | None = None,
         line: int | None = None,
         column: str | int | None = None,
-    ) -> None:
+        rule: str | None = None,
+        values: Any = None,
+        schema: pa.Schema | None = None,
+        masked: list[str] | None = None,
+    ) -> str:
+        """Dead-letter one record; returns its id. ``schema``: the step's input schema, which a
+        replay needs to rebuild typed rows from ``raw`` (a dict of column -> value)."""
+        record_id = uuid.uuid4().hex[:16]
+        now = datetime.now(UTC)
         record = {
+            "id": record_id,
             "run_id": self.run_id,
             "pipeline": self.pipeline,
             "step": step,
             "oxi": oxi,
+            "rule": rule,
             "reason": reason,
             "file": file,
             "line": line,
             "column": column,
             "raw": raw,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "values": values,
+            "masked": masked or [],
+            "time": now.isoformat(timespec="milliseconds"),
         }
         text = json.dumps(record, default=str, ensure_ascii=False)
         with self._lock:
@@ -52,9 +83,71 @@ class DeadLetterQueue:
                 self._fh = self.path.open("a", encoding="utf-8")
             self._fh.write(text + "\n")
             self.count += 1
+            if self.store is not None and self.store_error is None:
+                self._buffer(record, now, schema)
+                if len(self._pending) >= FLUSH_ROWS:
+                    self._flush()
+        return record_id
+
+    def _buffer(self, record: dict[str, Any], now: datetime, schema: pa.Schema | None) -> None:
+        from oxiflow.state.store import now_iso
+
+        fp = None
+        try:
+            if self._table is None:
+                from oxiflow.state.dlq import DlqTable
+
+                self._table = DlqTable(self.store)
+            if schema is not None:
+                fp = self._schemas.get(schema)
+                if fp is None:
+                    fp = self._table.save_schema(schema)
+                    self._schemas[schema] = fp
+        except Exception as exc:
+            self._store_failed(exc)
+            return
+        self._pending.append(
+            {
+                "id": record["id"],
+                "pipeline": self.pipeline,
+                "run_id": self.run_id,
+                "step": record["step"],
+                "oxi": record["oxi"],
+                "rule": record["rule"],
+                "reason": record["reason"],
+                "file": record["file"],
+                "line": record["line"],
+                "column_name": None if record["column"] is None else str(record["column"]),
+                "raw": json.dumps(record["raw"], default=str, ensure_ascii=False),
+                "vals": None if record["values"] is None else json.dumps(record["values"], default=str),
+                "schema_fp": fp,
+                "masked": json.dumps(record["masked"]),
+                "created_at": now_iso(now),
+            }
+        )
+
+    def _flush(self) -> None:
+        if not self._pending or self._table is None:
+            return
+        rows, self._pending = self._pending, []
+        try:
+            self._table.insert(rows)
+        except Exception as exc:
+            self._store_failed(exc)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.store_error = exc
+        self._pending = []
+        log.error("could not write the dead-letter table in the state store (the file %s has every record): %s",
+                  self.path, exc)  # fmt: skip
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
 
     def close(self) -> None:
         with self._lock:
+            self._flush()
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None

@@ -17,6 +17,7 @@ Failure handling, per step:
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -32,12 +33,17 @@ from typing import Any
 import pyarrow as pa
 
 from oxiflow.config.substitute import resolve_step_references, step_references
+from oxiflow.contracts import gate as schema_gate
 from oxiflow.data import OxiData
 from oxiflow.engine.dlq import DeadLetterQueue
+from oxiflow.engine.duck import ident as duck_ident
 from oxiflow.engine.metrics import RunResult, StepMetrics
 from oxiflow.errors import ConfigError, OxiflowError, RunCancelled, StepError, StepTimeout, is_retryable
+from oxiflow.incremental import IncrementalCursor, crash_point, incremental_of
 from oxiflow.oxi import Sink, Source, StepContext, Transform
 from oxiflow.plan.build import Plan, PlannedStep, validate_step_config
+from oxiflow.plan.pushdown import Pushdown
+from oxiflow.state.loads import LoadProtocol
 
 log = logging.getLogger("oxiflow.engine")
 
@@ -50,20 +56,28 @@ def new_run_id() -> str:
 
 
 class _Channel:
-    """A bounded queue from one producer to one consumer."""
+    """A bounded queue from one producer to one consumer, which the consumer may close early."""
 
     def __init__(self, size: int, cancel: threading.Event) -> None:
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(size)
         self.cancel = cancel
+        self.closed = False
+        # put and close take turns, so every item put is either read or counted by close()
+        self.lock = threading.Lock()
 
-    def put(self, item: tuple[Any, ...]) -> None:
+    def put(self, item: tuple[Any, ...]) -> bool:
+        """Queue ``item``; False when the consumer has closed the channel (it wants no more)."""
         while True:
-            try:
-                self.queue.put(item, timeout=_POLL)
-                return
-            except queue.Full:
-                if self.cancel.is_set():
-                    raise RunCancelled("run cancelled") from None
+            with self.lock:
+                if self.closed:
+                    return False
+                try:
+                    self.queue.put(item, timeout=_POLL)
+                    return True
+                except queue.Full:
+                    pass
+            if self.cancel.is_set():
+                raise RunCancelled("run cancelled") from None
 
     def get(self) -> tuple[Any, ...]:
         while True:
@@ -72,6 +86,97 @@ class _Channel:
             except queue.Empty:
                 if self.cancel.is_set():
                     raise RunCancelled("run cancelled") from None
+
+    def close(self) -> list[tuple[Any, ...]]:
+        """Refuse further items; return those still queued."""
+        left = []
+        with self.lock:
+            self.closed = True
+            while True:
+                try:
+                    left.append(self.queue.get_nowait())
+                except queue.Empty:
+                    return left
+
+
+class _SpillChannel(_Channel):
+    """A channel whose producer never waits: past ``size`` batches in memory, batches go to disk.
+
+    Used into a step whose inputs share an ancestor (a diamond: ``a -> sort -> join`` and
+    ``a -> join``). The join may read its sorted input first, which needs all of ``a``; with a
+    bounded queue from ``a`` to the join, ``a`` would block and nothing would move again.
+    """
+
+    def __init__(self, size: int, cancel: threading.Event, spill_dir: Path) -> None:
+        super().__init__(size, cancel)
+        self.size = size
+        self.spill_dir = spill_dir
+        self.items: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.in_memory = 0
+        self.cond = threading.Condition()
+        self.spilled_files = 0
+
+    def put(self, item: tuple[Any, ...]) -> bool:
+        with self.cond:
+            if self.closed:
+                return False
+            if item[0] == "batch" and self.in_memory >= self.size:
+                item = ("spilled", self._spill(item[1]), item[1].num_rows, item[1].nbytes)
+            elif item[0] == "batch":
+                self.in_memory += 1
+            self.items.append(item)
+            self.cond.notify()
+            return True
+
+    def _spill(self, batch: pa.RecordBatch) -> Path:
+        import pyarrow.ipc as ipc
+
+        self.spilled_files += 1
+        path = self.spill_dir / f"{id(self)}-{self.spilled_files}.arrow"
+        with ipc.new_stream(str(path), batch.schema) as writer:
+            writer.write_batch(batch)
+        return path
+
+    def get(self) -> tuple[Any, ...]:
+        with self.cond:
+            while not self.items:
+                self.cond.wait(_POLL)
+                if not self.items and self.cancel.is_set():
+                    raise RunCancelled("run cancelled") from None
+            item = self.items.popleft()
+            if item[0] == "batch":
+                self.in_memory -= 1
+        if item[0] != "spilled":
+            return item
+        import pyarrow.ipc as ipc
+
+        path = item[1]
+        with ipc.open_stream(str(path)) as reader:
+            batch = reader.read_next_batch()
+        path.unlink(missing_ok=True)
+        return ("batch", batch)
+
+    def close(self) -> list[tuple[Any, ...]]:
+        with self.cond:
+            self.closed = True
+            left = list(self.items)
+            self.items.clear()
+        out = []
+        for item in left:
+            if item[0] == "spilled":
+                item[1].unlink(missing_ok=True)
+                out.append(("batch", _Counted(item[2], item[3])))
+            else:
+                out.append(item)
+        return out
+
+
+@dataclass
+class _Counted:
+    """What close() reports of a spilled batch it drops: its size, without reading it back."""
+
+    num_rows: int
+    nbytes: int
 
 
 class UpstreamFailed(RunCancelled):
@@ -124,6 +229,16 @@ class _Inlet:
         for _ in self.batches():
             pass
 
+    def close(self) -> None:
+        """Stop reading: the producer stops at its next batch; what it had queued counts as read."""
+        if self.finished:
+            return
+        self.finished = True
+        for msg in self.channel.close():
+            if msg[0] == "batch":
+                self.metrics.rows_in += msg[1].num_rows
+                self.metrics.bytes_in += msg[1].nbytes
+
 
 class _Outlet:
     """The producer end: fans each batch out to every consumer's channel."""
@@ -141,9 +256,10 @@ class _Outlet:
         for ch in self.channels:
             ch.put(("schema", schema, kind, metadata))
 
-    def emit(self, batch: pa.RecordBatch) -> None:
-        for ch in self.channels:
-            ch.put(("batch", batch))
+    def emit(self, batch: pa.RecordBatch) -> bool:
+        """Send ``batch`` to every consumer still reading; False when none is (all closed early)."""
+        delivered = [ch.put(("batch", batch)) for ch in self.channels]
+        return any(delivered) or not self.channels
 
     def close(self) -> None:
         for ch in self.channels:
@@ -181,6 +297,10 @@ class RunOptions:
     explain: bool = False  # probe schemas only: sources read nothing, sinks are skipped
     run_id: str | None = None
     observers: list[Any] = field(default_factory=list)
+    # the state store (oxiflow.state.store.StateStore), or None (--no-state): pipelines with
+    # incremental sources need it for their cursors and the load protocol (docs/incremental.md)
+    state: Any = None
+    full_refresh: bool = False  # forget this pipeline's cursors before running
 
 
 class LocalEngine:
@@ -197,10 +317,19 @@ class LocalEngine:
         dlq_dir = Path(settings.dlq_dir)
         if not dlq_dir.is_absolute():
             dlq_dir = (plan.project.root if plan.project else plan.base_dir) / dlq_dir
-        self.dlq = DeadLetterQueue(dlq_dir / f"{plan.name}-{self.run_id}.jsonl", self.run_id, plan.name)
+        # with a state store, dead letters also go to its `dlq` table (state/dlq.py, `oxiflow dlq`)
+        store = None if self.options.explain else self.options.state
+        self.dlq = DeadLetterQueue(dlq_dir / f"{plan.name}-{self.run_id}.jsonl", self.run_id, plan.name, store)
         self.runs: dict[str, _StepRun] = {}
         self._lock = threading.Lock()
+        # explain probes every step's schema, so it streams; a run pushes chains down (which ones:
+        # plan/pushdown.py)
+        self.pushdowns: dict[str, Pushdown] = {} if self.options.explain else dict(plan.pushdowns)
+        self.loads: LoadProtocol | None = None
+        self.folded = {m.id: sink for sink, pd in self.pushdowns.items() for m in pd.members}
+        self.spill_dir: Path | None = None  # batches of diamond edges past their queue (see _SpillChannel)
         self._wire()
+        self.rows_needed = self._rows_needed()
 
     # -- wiring -----------------------------------------------------------------------------------
     def _producer_of(self, step_id: str) -> str:
@@ -210,7 +339,42 @@ class LocalEngine:
             step = self.plan.step(step.inputs[0])
         return step.id
 
+    def _diamonds(self) -> set[str]:
+        """Steps with two inputs that share an ancestor (or the same producer twice)."""
+        lineage: dict[str, set[str]] = {}
+        for p in self.plan.steps:  # topological order: inputs come first
+            producers = [self._producer_of(ref) for ref in p.inputs]
+            lineage[p.id] = {p.id}.union(*(lineage[x] for x in producers))
+        found = set()
+        for p in self.plan.steps:
+            seen: set[str] = set()
+            for producer in (self._producer_of(ref) for ref in p.inputs):
+                if lineage[producer] & seen:
+                    found.add(p.id)
+                seen |= lineage[producer]
+        return found
+
+    def _spill_dir(self) -> Path:
+        if self.spill_dir is None:
+            import tempfile
+
+            self.spill_dir = Path(tempfile.mkdtemp(prefix=f"oxiflow-spill-{self.run_id}-"))
+        return self.spill_dir
+
+    def _rows_needed(self) -> dict[str, int]:
+        """Producers whose only consumer wants at most n rows (a limit): they may stop at n."""
+        out: dict[str, int] = {}
+        for p in self.plan.steps:
+            if len(p.inputs) != 1 or p.deferred or p.spec.kind != "transform":
+                continue
+            needed = getattr(p.spec.factory(p.config), "input_rows_needed", lambda: None)()
+            producer = self.runs[self._producer_of(p.inputs[0])]
+            if needed is not None and len(producer.outlet.channels) == 1:
+                out[producer.planned.id] = needed
+        return out
+
     def _wire(self) -> None:
+        diamonds = self._diamonds()
         for p in self.plan.steps:
             m = StepMetrics(p.id, p.spec.name, p.spec.kind, reshapes=p.spec.reshapes)
             if p.fused_from is not None:
@@ -218,9 +382,16 @@ class LocalEngine:
             self.runs[p.id] = _StepRun(p, m)
         for p in self.plan.steps:
             run = self.runs[p.id]
+            if p.id in self.pushdowns or p.id in self.folded:
+                run.metrics.pushdown = True
+                continue  # the chain runs in the sink's thread: no queues inside it
             for ref in p.inputs:
                 producer = self.runs[self._producer_of(ref)]
-                ch = _Channel(self.settings.queue_size, self.cancel)
+                ch = (
+                    _SpillChannel(self.settings.queue_size, self.cancel, self._spill_dir())
+                    if p.id in diamonds
+                    else _Channel(self.settings.queue_size, self.cancel)
+                )
                 producer.outlet.channels.append(ch)
 
                 def consumed(run: _StepRun = run) -> None:
@@ -232,21 +403,33 @@ class LocalEngine:
     def run(self) -> RunResult:
         t0 = time.perf_counter()
         self._notify("on_run_start", self)
+        try:
+            self._start_loads()
+        except OxiflowError as exc:
+            self.failure = exc
         for run in self.runs.values():
+            if run.planned.id in self.folded or self.failure is not None:
+                continue
             run.thread = threading.Thread(
                 target=self._step_thread, args=(run,), name=f"oxi-{run.planned.id}", daemon=True
             )
         for run in self.runs.values():
-            assert run.thread is not None
-            run.thread.start()
+            if run.thread is not None:
+                run.thread.start()
         status = "ok"
         try:
             self._supervise()
+            self._reap()
         except KeyboardInterrupt:
             self._cancel_all(RunCancelled("interrupted (Ctrl-C)"))
             self._join_all()
         finally:
             self.dlq.close()
+            if self.spill_dir is not None:
+                import shutil
+
+                shutil.rmtree(self.spill_dir, ignore_errors=True)
+        self._finish_loads()
         if self.failure is not None:
             status = "cancelled" if isinstance(self.failure, RunCancelled) else "failed"
         result = RunResult(
@@ -263,9 +446,56 @@ class LocalEngine:
         self._notify("on_run_end", result)
         return result
 
+    # -- the exactly-once load protocol (state/loads.py) ----------------------------------------
+    def _start_loads(self) -> None:
+        if self.options.explain or not any(incremental_of(p.config) for p in self.plan.steps):
+            return
+        if self.options.state is None:
+            raise ConfigError(
+                "this pipeline has incremental sources, which keep their cursors in the state store",
+                hint="run it without --no-state",
+            )
+        self.loads = LoadProtocol(self.options.state, self.plan, self.run_id, lambda p: self._make_ctx(self.runs[p.id]))
+        self.loads.start(full_refresh=self.options.full_refresh)
+
+    def _finish_loads(self) -> None:
+        if self.loads is None or self.loads.load_id is None:
+            return
+        try:
+            self.loads.finish(self.failure is None)
+        except OxiflowError as exc:
+            log.error("could not settle load %s: %s", self.loads.load_id, exc)
+            if self.failure is None:
+                self.failure = exc
+
+    def _incremental(self, data: OxiData, ctx: StepContext, cursor: IncrementalCursor) -> OxiData:
+        """The source's stream through its cursor: filtered exactly (rows mode), the new cursor staged at
+        its end, before any sink can commit."""
+        if cursor.config.mode == "files" and not cursor.files_selected:
+            raise ConfigError(
+                f"{ctx.oxi_name} does not support `incremental.mode: files`", step=ctx.step_id, hint="use mode: rows"
+            )
+        out = cursor.filter(data, ctx) if cursor.config.mode == "rows" else data
+        loads = self.loads
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            rows = 0
+            for batch in out:
+                rows += batch.num_rows
+                yield batch
+            ctx.rows_filtered += cursor.filtered
+            if ctx.rows_read is None:  # keep rows in = out + rejected + filtered
+                ctx.rows_read = rows + cursor.filtered + ctx.rows_rejected
+            if loads is not None:
+                loads.stage(ctx.step_id, cursor.candidate)
+
+        return out.with_batches(batches(), out.schema)
+
     def _supervise(self) -> None:
         while True:
-            alive = [r for r in self.runs.values() if r.thread is not None and r.thread.is_alive()]
+            # `done`, not Thread.is_alive(): a KeyboardInterrupt landing inside Thread.join() can mark a
+            # running thread as stopped (CPython gh-90882), and then nothing would wait for it
+            alive = [r for r in self.runs.values() if r.thread is not None and not r.done.is_set()]
             if not alive:
                 return
             now = time.monotonic()
@@ -284,7 +514,7 @@ class LocalEngine:
                     r.thread = None
                     self._fail(r, StepTimeout(r.metrics.error, step=r.planned.id))
             self._check_memory()
-            alive[0].thread.join(timeout=_POLL) if alive[0].thread is not None else None
+            alive[0].done.wait(_POLL)
 
     def _check_memory(self) -> None:
         limit = self.settings.memory_limit_mb
@@ -295,11 +525,19 @@ class LocalEngine:
             # DuckDB honours memory_limit itself; this catches Python-side growth beyond the budget.
             self._cancel_all(OxiflowError(f"memory limit exceeded: {rss:.0f} MB RSS > {limit} MB budget"))
 
+    def _reap(self) -> None:
+        # Every step has set `done`, but its thread may still be unwinding (closing a DuckDB
+        # connection, freeing Arrow buffers). Returning now could let the interpreter finalize
+        # under it, which crashes natively; a join here is short and, with all work done, safe.
+        for r in self.runs.values():
+            if r.thread is not None:
+                r.thread.join(timeout=_GRACE)
+
     def _join_all(self) -> None:
         deadline = time.monotonic() + _GRACE
         for r in self.runs.values():
             if r.thread is not None:
-                r.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+                r.done.wait(max(0.0, deadline - time.monotonic()))
 
     def _cancel_all(self, reason: BaseException) -> None:
         with self._lock:
@@ -328,6 +566,8 @@ class LocalEngine:
         p = run.planned
         settings = self.settings
         mem = p.model.max_memory_mb or settings.memory_limit_mb
+        if p.id in self.pushdowns:  # one statement does the work of the chain: the smallest budget
+            mem = min((s.model.max_memory_mb for s in self._chain(p.id) if s.model.max_memory_mb), default=mem)
         root = settings.output_root
         return StepContext(
             step_id=p.id,
@@ -337,9 +577,12 @@ class LocalEngine:
             output_root=(self.plan.base_dir / root) if root else None,
             batch_size=settings.batch_size,
             memory_limit_mb=mem,
-            limit_rows=0 if self.options.explain else None,
+            limit_rows=0 if self.options.explain else self.rows_needed.get(p.id),
             input_ids=list(p.inputs),
             dlq=self.dlq,
+            cursor=self.loads.cursor_for(p.id) if self.loads is not None and p.spec.kind == "source" else None,
+            load_id=self.loads.load_id if self.loads is not None else None,
+            pipeline=self.plan.name,
         )
 
     def _config_for(self, p: PlannedStep) -> Any:
@@ -366,6 +609,11 @@ class LocalEngine:
             return validate_step_config(p.spec, raw)
         except ValidationError as exc:
             raise ConfigError(pydantic_issues(exc, self.plan.positions, ("pipeline", p.index, "config"))) from None
+
+    def _chain(self, step_id: str) -> list[PlannedStep]:
+        """The steps a step's thread runs: itself, and a pushed-down chain's other steps."""
+        pd = self.pushdowns.get(step_id)
+        return [self.plan.step(step_id)] + (pd.members if pd is not None else [])
 
     def _ancestors(self, step_id: str) -> set[str]:
         out: set[str] = set()
@@ -399,7 +647,9 @@ class LocalEngine:
                 m.attempts = attempt
                 ctx = self._make_ctx(run)
                 run.ctx = ctx
-                timeout = p.model.timeout_seconds
+                timeout = min(
+                    (s.model.timeout_seconds for s in self._chain(p.id) if s.model.timeout_seconds), default=None
+                )
                 run.timed_out = False
                 run.interrupted_at = None
                 run.deadline = time.monotonic() + timeout if timeout else None
@@ -461,6 +711,8 @@ class LocalEngine:
             run.opened.set()
             run.done.set()
             self._notify("on_step_end", m)
+            if p.id in self.pushdowns:
+                self._settle_members(self.pushdowns[p.id], m.status)
 
     def _attempt(self, run: _StepRun, ctx: StepContext) -> None:
         p = run.planned
@@ -478,10 +730,20 @@ class LocalEngine:
                 self.metadata.setdefault(p.fused_from.id, {}).update(data.metadata)
         elif isinstance(oxi, Source):
             data = oxi.read(ctx)
+            if ctx.cursor is not None:
+                data = self._incremental(data, ctx, ctx.cursor)
         elif isinstance(oxi, Transform):
             data = oxi.transform(inputs, ctx)
+        elif isinstance(oxi, Sink) and p.id in self.pushdowns:
+            self._attempt_pushdown(run, ctx, oxi, self.pushdowns[p.id])
+            data = None
         elif isinstance(oxi, Sink):
-            oxi.write(inputs[0], ctx)
+            # the schema registry's gate (contracts/gate.py): may stop here, before anything is written
+            gate = schema_gate.check(p, config, inputs[0], ctx, self.options.state)
+            oxi.write(gate.data, ctx)
+            gate.commit()
+            if ctx.load_id is not None:
+                crash_point("after_sink_commit")
             data = None
         else:
             raise StepError(f"{type(oxi).__name__} is neither a Source, Transform nor Sink", step=p.id)
@@ -496,24 +758,103 @@ class LocalEngine:
         run.outlet.open(data.schema, data.kind, data.metadata)
         run.opened.set()
         m = run.metrics
-        for batch in data:
+        batches = iter(data)
+        for batch in batches:
             if ctx.cancel.is_set():
                 raise RunCancelled("step cancelled", step=p.id)
             run.emitted = True
-            run.outlet.emit(batch)
+            if not run.outlet.emit(batch):
+                # every consumer has what it needs (a limit, a head): stop reading instead of
+                # producing rows nobody reads; the batch in hand was read but is not passed on
+                if p.spec.kind != "source":
+                    ctx.rows_filtered += batch.num_rows
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()  # a generator's finally releases its reader (DuckDB connection, file)
+                break
             m.rows_out += batch.num_rows
             m.bytes_out += batch.nbytes
             self._notify("on_batch", m)
         self._drain_inputs(run)
         run.outlet.close()
 
+    # -- a pushed-down chain ------------------------------------------------------------------------
+    def _attempt_pushdown(self, run: _StepRun, ctx: StepContext, sink: Sink, pd: Pushdown) -> None:
+        """Run source -> [transform] -> sink as one statement in the sink's DuckDB connection;
+        every step of the chain still reports its own rows, metadata and errors."""
+        members = [self.runs[s.id] for s in pd.members]
+        for r in members:
+            r.started = time.perf_counter()
+            r.metrics = StepMetrics(r.planned.id, r.planned.spec.name, r.planned.spec.kind, r.planned.spec.reshapes)
+            r.metrics.status, r.metrics.attempts, r.metrics.pushdown = "running", run.metrics.attempts, True
+            r.ctx = self._make_ctx(r)
+            self._notify("on_step_start", r.metrics)
+        source_run = members[0]
+        assert source_run.ctx is not None
+        owner = source_run
+        scan = None
+        try:
+            source = pd.source.spec.factory(pd.source.config)
+            assert isinstance(source, Source)
+            scan = source.scan_sql(source_run.ctx)
+            self._publish(source_run)
+            query, views = f"SELECT * FROM {duck_ident(pd.source.id)}", [(pd.source.id, scan.sql)]
+            count: int | None = None
+            if pd.transform is not None:
+                owner = members[1]
+                assert owner.ctx is not None
+                transform = pd.transform.spec.factory(pd.transform.config)
+                assert isinstance(transform, Transform)
+                query, extra = transform.pushdown_sql(pd.source.id, owner.ctx)
+                views += extra
+                self._publish(owner)
+                owner = source_run
+                count = _scalar(scan.count_sql, ctx) if scan.count_sql else None
+            owner = run
+            rows = sink.write_query(query, ctx, views)
+        except BaseException as exc:
+            owner, error = _pushdown_error(exc, pd, scan, owner, members, run)
+            if owner is not run:
+                owner.metrics.status, owner.metrics.error = "failed", str(error)
+            raise error from None
+        n = rows if count is None else count
+        source_run.metrics.rows_out = n
+        source_run.metrics.rows_in = source_run.ctx.rows_read if source_run.ctx.rows_read is not None else n
+        source_run.metrics.bytes_in = source_run.ctx.bytes_read
+        if pd.transform is not None:
+            t = members[1].metrics
+            t.rows_in, t.rows_out = n, rows
+            if not t.reshapes:
+                t.rows_filtered = n - rows
+        run.metrics.rows_in = rows
+        for r in members:
+            r.metrics.status = "ok"
+
+    def _publish(self, run: _StepRun) -> None:
+        """What a folded step reported becomes visible to ${steps.ID.metadata...} references."""
+        assert run.ctx is not None
+        with self._lock:
+            self.metadata.setdefault(run.planned.id, {}).update(run.ctx.metadata)
+        run.opened.set()
+
+    def _settle_members(self, pd: Pushdown, sink_status: str) -> None:
+        for member in pd.members:
+            r = self.runs[member.id]
+            if r.metrics.status in ("running", "pending"):
+                r.metrics.status = "cancelled" if sink_status != "ok" else sink_status
+            r.metrics.seconds = time.perf_counter() - r.started if r.started else 0.0
+            self._publish(r) if r.ctx is not None else r.opened.set()
+            r.done.set()
+            self._notify("on_step_end", r.metrics)
+
     @staticmethod
     def _drain_inputs(run: _StepRun) -> None:
-        # A step that stopped reading early (limit, head) must still free its producers; what it
-        # did not read is counted as filtered so the conservation check holds.
+        # A step that stopped reading early (limit, head) closes its inputs, so their producers
+        # stop too; the rows they had already queued count as read and filtered, so every step's
+        # rows in = out + rejected + filtered, and each edge's rows match on both ends.
         for inlet in run.inlets:
             before = run.metrics.rows_in
-            inlet.drain()
+            inlet.close()
             if run.ctx is not None:
                 run.ctx.rows_filtered += run.metrics.rows_in - before
 
@@ -545,6 +886,47 @@ class LocalEngine:
         for extra in run.inlets[1:]:
             extra.drain()
         run.outlet.close()
+
+
+def _scalar(sql: str, ctx: StepContext) -> int:
+    from oxiflow.engine.duck import connect
+
+    con = connect(ctx)
+    try:
+        return int(con.sql(sql).fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def _pushdown_error(
+    exc: BaseException, pd: Pushdown, scan: Any, owner: _StepRun, members: list[_StepRun], sink: _StepRun
+) -> tuple[_StepRun, BaseException]:
+    """Which step of a pushed-down chain failed, and the error that step would have raised.
+
+    DuckDB reports one error for the whole statement: SQL errors belong to the transform, reader
+    errors (a line, a column, a source file named) to the source, the rest to the sink.
+    """
+    import duckdb
+
+    from oxiflow.errors import DataError
+
+    if isinstance(exc, duckdb.InterruptException):
+        return sink, RunCancelled("query interrupted", step=sink.planned.id)
+    if not isinstance(exc, duckdb.Error) or owner is not sink:
+        return owner, _as_step_error(exc, owner.planned)
+    if pd.transform is not None and isinstance(exc, duckdb.BinderException | duckdb.ParserException):
+        from oxiflow.oxis.transforms.sql import duck_error
+
+        transform = members[1]
+        assert transform.ctx is not None
+        return transform, duck_error(exc, transform.ctx, "query")
+    translated = scan.translate(exc) if scan is not None and scan.translate is not None else exc
+    if isinstance(translated, DataError) and (
+        translated.context.get("line") is not None or any(f in str(exc) for f in scan.files)
+    ):
+        return members[0], _as_step_error(translated, members[0].planned)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return sink, StepError(f"{sink.planned.spec.name} failed: {text}", step=sink.planned.id)
 
 
 def _as_step_error(exc: BaseException, p: PlannedStep) -> BaseException:

@@ -23,6 +23,7 @@ class StepMetrics:
     attempts: int = 0
     error: str | None = None
     fused: list[str] = field(default_factory=list)
+    pushdown: bool = False  # ran inside one DuckDB statement with its neighbours (plan.pushdown)
 
     @property
     def balanced(self) -> bool:

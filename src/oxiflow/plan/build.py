@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -19,9 +19,13 @@ from oxiflow.config.load import Project, pydantic_issues
 from oxiflow.config.model import PipelineModel, StepModel
 from oxiflow.config.substitute import step_references
 from oxiflow.config.yaml_positions import Positions
+from oxiflow.contracts.gate import config_issues as schema_gate_issues
 from oxiflow.errors import ConfigError, ConfigIssue
 from oxiflow.oxi import OxiConfig, OxiSpec
 from oxiflow.registry import PluginLoadError, Registry, UnknownOxiError, default_registry
+
+if TYPE_CHECKING:
+    from oxiflow.plan.pushdown import Pushdown
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Plan:
     positions: Positions
     project: Project | None = None
     fused: dict[str, str] = field(default_factory=dict)  # folded step id -> step it lives in
+    pushdowns: dict[str, Pushdown] = field(default_factory=dict)  # sink id -> chain run as one statement
 
     @property
     def name(self) -> str:
@@ -126,6 +131,7 @@ def build_plan(
         else:
             inputs = [previous] if previous is not None else []
         steps.append(PlannedStep(index, step_id, step, spec, dict(step.config), config, inputs))
+        issues.extend(schema_gate_issues(step, spec.kind, base_dir, pos, path))  # contract keys: sinks only
         previous = step_id
 
     ids = {s.id for s in steps} | set(seen)
@@ -171,8 +177,10 @@ def build_plan(
         raise ConfigError(issues)
     plan = Plan(model, order, file, base_dir, pos, project)
     from oxiflow.plan.fusion import apply_fusions
+    from oxiflow.plan.pushdown import find_pushdowns
 
     apply_fusions(plan)
+    plan.pushdowns = find_pushdowns(plan)
     return plan
 
 

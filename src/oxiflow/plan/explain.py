@@ -40,6 +40,9 @@ def explain_plan(plan: Plan, *, probe: bool = True) -> dict[str, Any]:
         }
         if s.fused_from is not None:
             entry["fused"] = f"{s.fused_from.id} ({s.fused_from.spec.name}) + {s.id}: one streaming scan"
+        chain = next((pd for pd in plan.pushdowns.values() if s.id in {m.id for m in [*pd.members, pd.sink]}), None)
+        if chain is not None:
+            entry["pushdown"] = chain.describe()
         if s.model.timeout_seconds:
             entry["timeout_seconds"] = s.model.timeout_seconds
         if s.model.retry_attempts:

@@ -24,6 +24,9 @@ def type_label(annotation: Any) -> str:
 
 def field_rows(config: Any) -> list[dict[str, str]]:
     """Name, type, default and description of every config field of an oxi."""
+    from oxiflow.oxi import field_docs
+
+    docs = field_docs(config)
     rows = []
     for name, info in config.model_fields.items():
         type_name = type_label(info.annotation)
@@ -38,7 +41,7 @@ def field_rows(config: Any) -> list[dict[str, str]]:
                 "name": info.alias or name,
                 "type": type_name,
                 "default": default,
-                "description": (info.description or "").strip(),
+                "description": docs[name].strip(),
             }
         )
     return rows

@@ -1,4 +1,4 @@
-"""limit: the first n rows (after an offset); stops reading early; the rest counts as filtered."""
+"""limit: the first n rows (after an offset); stops reading early, and so does the step feeding it."""
 
 from pathlib import Path
 
@@ -32,6 +32,10 @@ def test_limit_matches_duckdb(tmp_path: Path, write_pipeline, n: int, offset: in
     ).to_arrow_table()
     got = pq.read_table(tmp_path / "out/x.parquet")
     assert got.to_pylist() == expected.to_pylist()
-    step = next(s for s in result.steps if s.step_id == "head")
-    assert (step.rows_in, step.rows_out, step.rows_filtered) == (N, expected.num_rows, N - expected.num_rows)
+    source, step = (next(s for s in result.steps if s.step_id == i) for i in ("read_csv", "head"))
+    assert (step.rows_out, step.rows_filtered) == (expected.num_rows, step.rows_in - expected.num_rows)
+    assert source.rows_out == step.rows_in  # what was sent was read (queued leftovers count as filtered)
+    # the source stopped exactly when limit had its rows
+    wanted = min(N, n + offset)
+    assert step.rows_in == wanted  # the scan itself stops at n + offset rows (ctx.limit_rows)
     assert result.balanced

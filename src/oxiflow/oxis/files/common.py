@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from oxiflow.errors import DataError
+from oxiflow.incremental import IncrementalConfig, crash_point
 from oxiflow.oxi import OxiConfig, StepContext
 
 
@@ -27,6 +28,9 @@ class FileSourceConfig(OxiConfig):
     """A file, a glob (`data/*.csv`, `**` for subfolders), a folder, or a list of them."""
     on_error: OnError = OnError.fail
     """Malformed records: `fail` (stop with file/line/column), `skip` (count them), `dlq` (dead-letter them)."""
+    incremental: IncrementalConfig | None = None
+    """Read only what is new since the last run: rows by a cursor column, or (`mode: files`) new files by
+    modification time or name. See docs/incremental.md."""
 
 
 class FileSinkConfig(OxiConfig):
@@ -65,6 +69,9 @@ def expand_paths(path: str | list[str], ctx: StepContext, suffixes: tuple[str, .
                 file=pattern,
                 hint="check the path (relative paths start at the pipeline file's folder)",
             )
+    cursor = ctx.cursor
+    if cursor is not None and cursor.config.mode == "files":
+        out = cursor.select_files(out, ctx)
     return out
 
 
@@ -110,12 +117,34 @@ def atomic_output(target: Path, ctx: StepContext, *, overwrite: bool = True) -> 
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(tmp, target)
+        if ctx.load_id is not None:
+            crash_point("after_publish")
+            write_load_marker(target, ctx.load_id)
         ctx.metadata["path"] = str(target)
         ctx.bytes_written += _size(target)
         remove_stale_temps(target, started)
     finally:
         if tmp.exists():
             _remove(tmp)
+
+
+MARKERS = ".oxiflow-loads"
+
+
+def write_load_marker(target: Path, load_id: str) -> None:
+    """After the rename published ``target``: ``.oxiflow-loads/.<name>.<load_id>`` beside it says the load
+    is out (exactly-once recovery, docs/incremental.md). Older markers of the same output go."""
+    folder = target.parent / MARKERS
+    folder.mkdir(exist_ok=True)
+    marker = folder / f".{target.name}.{load_id}"
+    marker.write_text(load_id, encoding="utf-8")
+    for old in folder.glob(f".{glob.escape(target.name)}.*"):
+        if old != marker and len(old.name) == len(marker.name):
+            old.unlink(missing_ok=True)
+
+
+def file_load_committed(target: Path, load_id: str) -> bool:
+    return (target.parent / MARKERS / f".{target.name}.{load_id}").is_file()
 
 
 def remove_stale_temps(target: Path, before: float) -> None:

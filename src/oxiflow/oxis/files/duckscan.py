@@ -52,13 +52,14 @@ def stream_query(
     the stream (collecting rejects), before the connection closes; ``on_error`` may refine the
     DataError a reader failure becomes (a reader that can locate the bad line itself)."""
 
-    def translate(exc: Exception) -> Exception:
-        err = _translate(exc, files)
+    def translate(exc: Exception) -> BaseException:
+        err = translate_scan_error(exc, files)
         if on_error is not None and isinstance(err, DataError):
             err = on_error(err)
         return err
 
     con = connect(ctx, stream="read")
+    query = scan_with_cursor(query, ctx)
     if ctx.limit_rows is not None:
         query = f"SELECT * FROM ({query}) LIMIT {int(ctx.limit_rows)}"
     try:
@@ -86,7 +87,20 @@ def stream_query(
     return OxiData(reader.schema, batches(), metadata)
 
 
-def _translate(exc: Exception, files: list[str]) -> Exception:
+def scan_with_cursor(query: str, ctx: StepContext) -> str:
+    """``query`` with the run's incremental bounds (rows mode) as a WHERE: DuckDB pushes it into the
+    scan (row-group pruning on Parquet). A superset of the rows wanted; the engine filters exactly."""
+    from oxiflow.engine.duck import ident, literal
+
+    cursor = ctx.cursor
+    if cursor is None or cursor.config.mode != "rows":
+        return query
+    where = cursor.where_sql(ident(cursor.config.cursor), literal)
+    return query if where is None else f"SELECT * FROM ({query}) AS _oxi_inc WHERE {where}"
+
+
+def translate_scan_error(exc: BaseException, files: list[str]) -> BaseException:
+    """A DuckDB failure of a scan over ``files`` as the error oxiflow reports (DataError, RunCancelled)."""
     import duckdb
 
     if isinstance(exc, duckdb.InterruptException):

@@ -11,12 +11,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from oxiflow.data import OxiData
-from oxiflow.engine.duck import connect, literal, options
+from oxiflow.engine.duck import literal, options
 from oxiflow.errors import DataError
-from oxiflow.oxi import Sink, Source, StepContext, oxi
+from oxiflow.oxi import ScanSQL, Source, StepContext, oxi
 from oxiflow.oxis.files import jsonlines
-from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, OnError, atomic_output, expand_paths
-from oxiflow.oxis.files.duckscan import stream_query
+from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, OnError, expand_paths
+from oxiflow.oxis.files.duckcopy import CopySink
+from oxiflow.oxis.files.duckscan import stream_query, translate_scan_error
 
 Compression = Literal["auto", "none", "gzip", "zstd"]
 
@@ -48,6 +49,29 @@ class ReadJson(Source):
 
     def read(self, ctx: StepContext) -> OxiData:
         cfg = self.config
+        files, layouts = self._files(ctx)
+        lines_files = [f for f in files if layouts[f] == "lines"]
+        lenient = cfg.on_error != OnError.fail and ctx.limit_rows != 0
+        if not lenient or not lines_files:
+            return _scan(files, cfg, ctx, layouts)
+        return _scan_filtered(files, cfg, ctx, layouts)
+
+    def pushdown_ready(self) -> bool:
+        return self.config.on_error == OnError.fail
+
+    def scan_sql(self, ctx: StepContext) -> ScanSQL:
+        cfg = self.config
+        files, layouts = self._files(ctx)
+
+        def translate(exc: BaseException) -> BaseException:
+            err = translate_scan_error(exc, files)
+            return _locate(err, files, cfg, layouts) if isinstance(err, DataError) else err
+
+        return ScanSQL(_query(files, cfg), files, translate=translate)
+
+    def _files(self, ctx: StepContext) -> tuple[list[str], dict[str, Literal["lines", "document"]]]:
+        """The files, how each is laid out (array documents are checked whole first); reports them."""
+        cfg = self.config
         files = [str(p) for p in expand_paths(cfg.path, ctx, (".json", ".jsonl", ".ndjson"))]
         ctx.metadata.update(path=files[0] if len(files) == 1 else files, files=len(files))
         ctx.bytes_read = sum(Path(f).stat().st_size for f in files)
@@ -55,11 +79,7 @@ class ReadJson(Source):
         for f, layout in layouts.items():
             if layout == "document":
                 jsonlines.check_document(f, cfg.compression)
-        lines_files = [f for f in files if layouts[f] == "lines"]
-        lenient = cfg.on_error != OnError.fail and ctx.limit_rows != 0
-        if not lenient or not lines_files:
-            return _scan(files, cfg, ctx, layouts)
-        return _scan_filtered(files, cfg, ctx, layouts)
+        return files, layouts
 
 
 def _layout(path: str, cfg: ReadJsonConfig) -> Literal["lines", "document"]:
@@ -93,10 +113,13 @@ def _duck_compression(cfg: ReadJsonConfig) -> str | None:
     return None if cfg.compression == "auto" else cfg.compression
 
 
-def _scan(files: list[str], cfg: ReadJsonConfig, ctx: StepContext, layouts: Mapping[str, str]) -> OxiData:
+def _query(files: list[str], cfg: ReadJsonConfig) -> str:
     # `auto` stays auto for DuckDB: a multi-line file starting with `{` may be one pretty-printed object
-    query = f"SELECT * FROM read_json({literal(files)}, {_scan_options(cfg, cfg.format, _duck_compression(cfg))})"
-    return stream_query(query, ctx, files, on_error=lambda exc: _locate(exc, files, cfg, layouts))
+    return f"SELECT * FROM read_json({literal(files)}, {_scan_options(cfg, cfg.format, _duck_compression(cfg))})"
+
+
+def _scan(files: list[str], cfg: ReadJsonConfig, ctx: StepContext, layouts: Mapping[str, str]) -> OxiData:
+    return stream_query(_query(files, cfg), ctx, files, on_error=lambda exc: _locate(exc, files, cfg, layouts))
 
 
 def _locate(exc: DataError, files: list[str], cfg: ReadJsonConfig, layouts: Mapping[str, str]) -> DataError:
@@ -165,33 +188,13 @@ class WriteJsonConfig(FileSinkConfig):
     summary="Write JSON Lines (default) or a JSON array, optionally gzip/zstd, atomically.",
     example="- name: write_json\n  config:\n    path: out/events.jsonl",
 )
-class WriteJson(Sink):
+class WriteJson(CopySink):
     config: WriteJsonConfig
 
-    def write(self, data: OxiData, ctx: StepContext) -> None:
+    def copy_options(self, target: Path) -> str:
         cfg = self.config
-        target = ctx.output_path(cfg.path)
         compression = jsonlines.compression_of(str(target), cfg.compression)
         opts: list[tuple[str, Any]] = [("FORMAT", "json"), ("COMPRESSION", compression)]
         if cfg.format == "array":
             opts.append(("ARRAY", True))
-        rows = 0
-
-        def counted() -> Any:
-            nonlocal rows
-            for batch in data:
-                rows += batch.num_rows
-                yield batch
-
-        import pyarrow as pa
-
-        reader = pa.RecordBatchReader.from_batches(data.schema, counted())
-        with atomic_output(target, ctx, overwrite=cfg.overwrite) as tmp:
-            con = connect(ctx)
-            try:
-                con.register("input_stream", reader)
-                body = ", ".join(f"{k} {literal(v)}" for k, v in opts)
-                con.execute(f"COPY input_stream TO {literal(str(tmp))} ({body})")
-            finally:
-                con.close()
-        ctx.metadata["rows"] = rows
+        return ", ".join(f"{k} {literal(v)}" for k, v in opts)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from oxiflow.data import OxiData
-from oxiflow.engine.duck import connect, ident, literal
+from oxiflow.engine.duck import ident, literal
 from oxiflow.errors import PathEscapeError
-from oxiflow.oxi import Sink, Source, StepContext, check_inside, oxi
+from oxiflow.oxi import ScanSQL, Sink, Source, StepContext, check_inside, oxi
+from oxiflow.oxis.databases.dispositions import MergeOptions, check_disposition
 from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, atomic_output, expand_paths
-from oxiflow.oxis.files.duckscan import stream_query
+from oxiflow.oxis.files.duckcopy import copy_out
+from oxiflow.oxis.files.duckscan import stream_query, translate_scan_error
 
 
 class ReadParquetConfig(FileSourceConfig):
@@ -33,15 +36,25 @@ class ReadParquetConfig(FileSourceConfig):
 class ReadParquet(Source):
     config: ReadParquetConfig
 
+    pushdown_counts = True  # the footers hold the row counts
+
     def read(self, ctx: StepContext) -> OxiData:
+        scan = self.scan_sql(ctx)
+        return stream_query(scan.sql, ctx, scan.files)
+
+    def pushdown_ready(self) -> bool:
+        return True
+
+    def scan_sql(self, ctx: StepContext) -> ScanSQL:
         cfg = self.config
         files = [str(p) for p in expand_paths(cfg.path, ctx, (".parquet", ".parq", ".pq"))]
         ctx.metadata.update(path=files[0] if len(files) == 1 else files, files=len(files))
         query = (
             f"SELECT * FROM read_parquet({literal(files)}, hive_partitioning = {literal(cfg.hive_partitioning)}, "
-            f"union_by_name = {literal(cfg.union_by_name)}, filename = {literal(cfg.filename)})"
+            f"union_by_name = {literal(cfg.union_by_name and len(files) > 1)}, filename = {literal(cfg.filename)})"
         )
-        return stream_query(query, ctx, files)
+        count = f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata({literal(files)})"
+        return ScanSQL(query, files, count, lambda exc: translate_scan_error(exc, files))
 
 
 class WriteParquetConfig(FileSinkConfig):
@@ -53,6 +66,22 @@ class WriteParquetConfig(FileSinkConfig):
     """Rows per row group (DuckDB works in vectors of 2,048 rows: smaller sizes round up to that)."""
     partition_by: list[str] | None = None
     """Write a Hive-style folder tree (`col=value/...`) by these columns; `path` is then a folder."""
+    write_disposition: Literal["replace", "append", "merge", "delete_insert", "scd2"] = "replace"
+    """`replace` rewrites the output; on a dataset folder `append` adds files, `delete_insert` replaces the
+    `partition_by` partitions present in the load, `merge` upserts on `primary_key` (docs/dispositions.md)."""
+    primary_key: list[str] | None = None
+    """Key column(s) for `merge`."""
+    merge: MergeOptions | None = None
+    """`merge` options: `dedup_sort`, `hard_delete`."""
+
+    @model_validator(mode="after")
+    def _check_disposition(self) -> WriteParquetConfig:
+        if self.write_disposition == "scd2":
+            raise ValueError(
+                "write_disposition scd2 is not available for Parquet datasets: use a table sink (write_duckdb)"
+            )
+        check_disposition(self.write_disposition, self.primary_key, self.partition_by, self.merge, None)
+        return self
 
 
 @oxi(
@@ -66,6 +95,22 @@ class WriteParquet(Sink):
     config: WriteParquetConfig
 
     def write(self, data: OxiData, ctx: StepContext) -> None:
+        self._write(ctx, data=data)
+
+    def pushdown_ready(self) -> bool:
+        return True
+
+    def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
+        return self._write(ctx, query=query, views=views)
+
+    def _write(
+        self,
+        ctx: StepContext,
+        *,
+        data: OxiData | None = None,
+        query: str | None = None,
+        views: Sequence[tuple[str, str]] = (),
+    ) -> int:
         cfg = self.config
         target = ctx.output_path(cfg.path)
         codec = "uncompressed" if cfg.compression == "none" else cfg.compression
@@ -73,21 +118,51 @@ class WriteParquet(Sink):
         if cfg.compression_level is not None:
             opts.append(f"COMPRESSION_LEVEL {cfg.compression_level}")
         if cfg.partition_by:
-            missing = [c for c in cfg.partition_by if c not in data.schema.names]
-            if missing:
-                from oxiflow.errors import DataError
-
-                raise DataError(f"partition_by names unknown column(s) {missing}; the data has {data.schema.names}")
             opts.append("PARTITION_BY (" + ", ".join(ident(c) for c in cfg.partition_by) + ")")
+        if cfg.write_disposition != "replace":
+            from oxiflow.oxis.files.datasets import write_dataset
+
+            if cfg.partition_by and data is not None:
+                _check_partition_columns(cfg.partition_by, data.schema.names)
+            return write_dataset(
+                ctx,
+                target,
+                ", ".join(opts),
+                disposition=cfg.write_disposition,
+                partition_by=cfg.partition_by,
+                primary_key=cfg.primary_key,
+                merge=cfg.merge,
+                data=data,
+                query=query,
+                views=views,
+            )
+        columns: list[str] = []
         with atomic_output(target, ctx, overwrite=cfg.overwrite) as tmp:
-            con = connect(ctx, stream="write")
-            try:
-                con.register("input_stream", data.to_reader())
-                con.execute(f"COPY input_stream TO {literal(str(tmp))} ({', '.join(opts)})")
-            finally:
-                con.close()
+            if cfg.partition_by and data is not None:
+                _check_partition_columns(cfg.partition_by, data.schema.names)
+            rows = copy_out(
+                ctx,
+                tmp,
+                ", ".join(opts),
+                data=data,
+                query=query,
+                views=list(views),
+                columns=columns if cfg.partition_by and data is None else None,
+            )
+            if cfg.partition_by and data is None:
+                _check_partition_columns(cfg.partition_by, columns)
             if cfg.partition_by and tmp.is_dir():
                 _check_partition_tree(tmp)
+        ctx.metadata.setdefault("rows", rows)
+        return rows
+
+
+def _check_partition_columns(partition_by: list[str], names: list[str]) -> None:
+    missing = [c for c in partition_by if c not in names]
+    if missing:
+        from oxiflow.errors import DataError
+
+        raise DataError(f"partition_by names unknown column(s) {missing}; the data has {names}")
 
 
 def _check_partition_tree(root: object) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from oxiflow.data import OxiData
@@ -104,6 +103,8 @@ class Filter(_DuckBatch):
 
     def transform_batch(self, batch: pa.RecordBatch, ctx: StepContext) -> pa.RecordBatch:
         mask = _column(self.sql(batch, f"SELECT COALESCE(({self.config.expr}), false) FROM input", ctx), 0)
+        if mask.true_count == batch.num_rows:  # nothing dropped: pass the batch on without copying it
+            return batch
         kept = batch.filter(mask)
         ctx.filtered(batch.num_rows - kept.num_rows)
         return kept
@@ -245,6 +246,8 @@ class Cast(_DuckBatch):
         return pa.RecordBatch.from_arrays(arrays, schema=self._schema)
 
     def transform_batch(self, batch: pa.RecordBatch, ctx: StepContext) -> pa.RecordBatch:
+        import pyarrow.compute as pc  # lazily: 25 ms of every start-up
+
         first_row = self._rows + 1
         self._rows += batch.num_rows
         if self.mode == "fail":
@@ -276,6 +279,8 @@ class Cast(_DuckBatch):
     def _dead_letter(
         self, batch: pa.RecordBatch, bad: list[pa.Array], any_bad: pa.Array, first_row: int, ctx: StepContext
     ) -> None:
+        import pyarrow.compute as pc  # lazily: 25 ms of every start-up
+
         assert ctx.dlq is not None
         indices = pc.indices_nonzero(any_bad).to_pylist()
         rows = batch.take(pa.array(indices, pa.int64())).to_pylist()
@@ -292,6 +297,8 @@ class Cast(_DuckBatch):
 
     def _explain_failure(self, batch: pa.RecordBatch, first_row: int, ctx: StepContext) -> DataError | None:
         """Find the first value that does not convert, to name it in the error."""
+        import pyarrow.compute as pc  # lazily: 25 ms of every start-up
+
         for col, typ in self.config.columns.items():
             q = f"SELECT {ident(col)} IS NOT NULL AND TRY_CAST({ident(col)} AS {typ}) IS NULL FROM input"
             bad = _column(self.sql(batch, q, ctx), 0)
@@ -385,6 +392,8 @@ class _Numbered:
         self.schema = data.schema.append(pa.field(SEQ, pa.int64(), nullable=False))
 
     def _seq(self, n: int) -> pa.Array:
+        import pyarrow.compute as pc  # lazily: 25 ms of every start-up
+
         if len(self._base) < n:
             self._base = pa.array(range(max(n, 2 * len(self._base))), pa.int64())
         return pc.add(self._base.slice(0, n), pa.scalar(self.rows, pa.int64()))
@@ -487,6 +496,9 @@ class LimitConfig(OxiConfig):
 )
 class Limit(Transform):
     config: LimitConfig
+
+    def input_rows_needed(self) -> int | None:
+        return self.config.offset + self.config.n
 
     def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
         data = inputs[0]

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from oxiflow.data import OxiData
-from oxiflow.engine.duck import connect
+from oxiflow.engine.duck import connect, ident
 from oxiflow.errors import RunCancelled, StepError
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
 
@@ -173,3 +173,11 @@ class Sql(Transform):
             for name in names:
                 tables[name] = reader  # aliases share the one stream
         return stream_sql(query, tables, ctx)
+
+    def pushdown_ready(self) -> bool:
+        return True
+
+    def pushdown_sql(self, input_view: str, ctx: StepContext) -> tuple[str, list[tuple[str, str]]]:
+        names = table_names(ctx, 1, self.config.tables)[0]
+        views = [(name, f"SELECT * FROM {ident(input_view)}") for name in names if name != input_view]
+        return self.config.query.strip().rstrip(";"), views
