@@ -36,7 +36,8 @@ def test_plugins_describe_matches_the_config_model(tmp_path: Path) -> None:
     assert list(fields) == list(ReadCsvConfig.model_fields)
     assert fields["path"]["required"] is True and fields["path"]["type"] == "str | list[str]"
     assert fields["skip_rows"]["default"] == 0 and fields["skip_rows"]["type"] == "int"
-    assert fields["skip_rows"]["description"] == ReadCsvConfig.model_fields["skip_rows"].description
+    assert fields["skip_rows"]["description"] == "Lines to skip before the header."  # the docstring under the field
+    assert fields["path"]["description"].startswith("A file, a glob")  # inherited from FileSourceConfig
     assert fields["on_error"]["type"] == "fail | skip | dlq" and fields["on_error"]["default"] == "fail"
     assert data["example"].startswith("- name: read_csv")
 

@@ -82,6 +82,8 @@ def print_plan(explained: dict[str, Any], json_out: bool) -> None:
         lines.append(f"{i:>3}. {step['id']} [{step['oxi']}, {step['kind']}]{inputs}")
         if step.get("fused"):
             lines.append(f"       fused: {step['fused']}")
+        if step.get("pushdown"):
+            lines.append(f"       pushdown: {step['pushdown']}")
         schema = step.get("schema")
         if schema:
             for f in schema:

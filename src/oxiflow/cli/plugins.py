@@ -48,6 +48,9 @@ def _default(field: Any) -> Any:
 
 
 def spec_fields(spec: OxiSpec) -> list[dict[str, Any]]:
+    from oxiflow.oxi import field_docs
+
+    docs = field_docs(spec.config)
     out = []
     for name, field in spec.config.model_fields.items():
         entry: dict[str, Any] = {
@@ -55,7 +58,7 @@ def spec_fields(spec: OxiSpec) -> list[dict[str, Any]]:
             "type": type_name(field.annotation),
             "required": field.is_required(),
             "default": _default(field),
-            "description": field.description or "",
+            "description": docs[name],
         }
         if field.alias and field.alias != name:
             entry["alias"] = field.alias
