@@ -41,9 +41,10 @@ def _csv(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text, encoding="utf-8")
 
 
-def _run(write_pipeline, csv: str, sink: str):
+def _run(write_pipeline, csv: str, sink: str, pushdown: bool = True):
     path = write_pipeline(
         f"""
+        settings: {{pushdown: {str(pushdown).lower()}}}
         pipeline:
           - name: read_csv
             config: {{path: {csv}}}
@@ -75,8 +76,10 @@ def test_append_creates_then_appends_by_name(tmp_path: Path, write_pipeline) -> 
     assert got == [(1, "a", 1.5), (2, "b", None), (3, "c", 9.25)]
     # the table took the Arrow types of the first load
     types = _rows(db, "select column_name, data_type from information_schema.columns where table_name='orders'")
-    assert dict(types) == {"id": "BIGINT", "name": "VARCHAR", "amount": "DOUBLE"}
-    assert r2.metadata["sink"] == {"rows": 1, "table": "orders", "database": str(db)}
+    assert dict(types) == {"id": "BIGINT", "name": "VARCHAR", "amount": "DOUBLE", "_oxi_load_id": "VARCHAR"}
+    # each row carries the run id of the load that inserted it
+    assert _rows(db, "select _oxi_load_id from orders order by id") == [(r1.run_id,), (r1.run_id,), (r2.run_id,)]
+    assert r2.metadata["sink"] == {"rows": 1, "table": "orders", "database": str(db), "load_id": r2.run_id}
     assert r2.balanced
 
 
@@ -86,10 +89,10 @@ def test_replace_swaps_content_and_schema(tmp_path: Path, write_pipeline) -> Non
     sink = "{database: out/wh.duckdb, table: analytics.t, write_disposition: replace}"
     assert _run(write_pipeline, "a.csv", sink).status == "ok"
     db = tmp_path / "out/wh.duckdb"
-    assert _rows(db, "select * from analytics.t order by id") == [(1, "a"), (2, "b")]
+    assert _rows(db, "select * exclude (_oxi_load_id) from analytics.t order by id") == [(1, "a"), (2, "b")]
     r = _run(write_pipeline, "b.csv", sink)
     assert r.status == "ok", r.error
-    assert _rows(db, "select * from analytics.t") == [(7, 0.5, "x")]
+    assert _rows(db, "select * from analytics.t") == [(7, 0.5, "x", r.run_id)]
     # no staging table left behind
     assert _rows(db, "select table_schema, table_name from information_schema.tables") == [("analytics", "t")]
     assert r.metadata["sink"]["rows"] == 1
@@ -130,16 +133,24 @@ def test_append_failure_adds_nothing(tmp_path: Path, write_pipeline) -> None:
     assert _rows(tmp_path / "wh.duckdb", "select id from t") == [(100,)]
 
 
-def test_quoted_identifiers_and_type_mismatch(tmp_path: Path, write_pipeline) -> None:
+@pytest.mark.parametrize("pushdown", [True, False])
+def test_quoted_identifiers_and_type_mismatch(tmp_path: Path, write_pipeline, pushdown: bool) -> None:
     _csv(tmp_path, "a.csv", "id\n1\n")
     _csv(tmp_path, "b.csv", "id\nnot-a-number\n")
-    sink = '{database: wh.duckdb, table: "we\\"ird t"}'
-    r = _run(write_pipeline, "a.csv", sink)
+    # without a load id column the table has exactly the input's columns: DuckDB then casts inside
+    # a pushed-down reader, which names the bad record
+    sink = '{database: wh.duckdb, table: "we\\"ird t", load_id_column: null}'
+    r = _run(write_pipeline, "a.csv", sink, pushdown)
     assert r.status == "ok", r.error
     assert _rows(tmp_path / "wh.duckdb", 'select id from "we""ird t"') == [(1,)]
-    bad = _run(write_pipeline, "b.csv", sink)
+    bad = _run(write_pipeline, "b.csv", sink, pushdown)
     assert bad.status == "failed"
-    assert 'we"ird t' in str(bad.error) and "wh.duckdb" in str(bad.error)
+    if pushdown:
+        # one statement: DuckDB casts to the table's BIGINT while reading, so the reader names the record
+        assert bad.error.context["file"].endswith("b.csv") and bad.error.context["line"] == 2
+        assert bad.error.context["step"] == "read_csv" and bad.error.context["column"] == "id"
+    else:
+        assert 'we"ird t' in str(bad.error) and "wh.duckdb" in str(bad.error)
     assert _rows(tmp_path / "wh.duckdb", 'select id from "we""ird t"') == [(1,)]
 
 
