@@ -1,0 +1,1039 @@
+"""The ``validate`` oxi: row rules per batch in DuckDB, dataset checks and anomaly checks at the end.
+
+Row rules (a contract's field constraints and/or inline ``rules:``) are SQL predicates evaluated in
+one DuckDB query per batch (vectorised; NULL passes, as in contracts: nullability is ``not_null``'s
+business). Rows failing an ``error`` rule go to the dead-letter queue (``on_invalid: dlq``) with the
+rule(s), the reason, the offending values, the run and step; are dropped (``drop``, counted as
+filtered); or stop the run (``fail``). ``warn`` rules count and log; their rows pass.
+
+``unique`` rules keep the keys already seen in a DuckDB table (``INSERT OR IGNORE ... RETURNING``:
+DuckDB spills it to disk under the step's memory limit): the FIRST occurrence passes, later ones are
+invalid. Only keys of rows that pass the other error rules are remembered, so a rejected row does not
+make its fixed replay a duplicate.
+
+Dataset checks (row count, null rate, unique, references, freshness, custom SQL, the contract's
+aggregate rules) and anomaly checks measure the rows that pass: what the sink would commit. They run
+when the input has ended, before the step ends its output: a failing ``error`` check (or more invalid
+rows than ``max_invalid_ratio``) fails the step, so no sink downstream commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from oxiflow.data import OxiData
+from oxiflow.errors import ConfigError, DataError
+from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from oxiflow.contracts.checks import Check
+    from oxiflow.contracts.model import Dataset
+
+log = logging.getLogger("oxiflow.validate")
+
+Severity = Literal["error", "warn"]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class QualityError(DataError):
+    """A quality check with severity error failed: the step fails and nothing downstream commits."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RangeBounds(_Part):
+    min: Any = None
+    """Smallest allowed value (inclusive); numbers, or dates/timestamps as strings."""
+    max: Any = None
+    """Largest allowed value (inclusive)."""
+
+
+class RuleConfig(_Part):
+    """One row rule: exactly one of not_null, range, enum, pattern, unique, sql."""
+
+    name: str | None = None
+    """Name in the DLQ and reports (default: `kind(column)`)."""
+    column: str | list[str] | None = None
+    """The column (a list for a composite `unique` key)."""
+    not_null: bool = False
+    range: RangeBounds | None = None
+    enum: list[Any] | None = None
+    pattern: str | None = None
+    """A regular expression searched in the value (anchor it with ^...$ for a full match)."""
+    unique: bool = False
+    sql: str | None = None
+    """A DuckDB boolean expression over the row's columns, TRUE when the row is valid."""
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RuleConfig:
+        kinds = [k for k in ("not_null", "range", "enum", "pattern", "unique", "sql") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError(f"a rule needs exactly one of not_null, range, enum, pattern, unique, sql (got {kinds})")
+        if kinds[0] != "sql" and not self.column:
+            raise ValueError(f"a {kinds[0]} rule needs a `column`")
+        if isinstance(self.column, list) and kinds[0] != "unique":
+            raise ValueError("only a unique rule takes a list of columns")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("not_null", "range", "enum", "pattern", "unique", "sql") if getattr(self, k))
+
+
+class RowCountCheck(_Part):
+    min: int | None = None
+    max: int | None = None
+    severity: Severity = "error"
+
+
+class NullRateCheck(_Part):
+    max: float = Field(ge=0, le=1)
+    """Largest allowed share of nulls (0..1) in each column."""
+    columns: list[str] | None = None
+    """Columns checked (default: every column)."""
+    severity: Severity = "error"
+
+
+class UniqueCheck(_Part):
+    columns: list[str] = Field(min_length=1)
+    """Together a key no two passing rows share (duplicates fail the check; rows are not dead-lettered)."""
+    severity: Severity = "error"
+
+
+class ReferenceCheck(_Part):
+    column: str
+    """Column of this data whose non-null values must exist in the other dataset."""
+    dataset: str
+    """An input step id (listed in the step's `inputs:` after the data), or a file (csv, json, parquet ...)."""
+    key: str | None = None
+    """The column of the other dataset (default: the same name)."""
+    severity: Severity = "error"
+
+
+class FreshnessCheck(_Part):
+    column: str
+    """A date/timestamp column: its newest value ..."""
+    max_age: str
+    """... is at most this old: `30m`, `12h`, `2d`, `1w`."""
+    severity: Severity = "error"
+
+
+class SqlCheck(_Part):
+    name: str | None = None
+    query: str
+    """A DuckDB query over the view `data` (the passing rows) selecting offending rows: fails when it returns any."""
+    severity: Severity = "error"
+
+
+class Anomaly(_Part):
+    column: str | None = None
+    """The column (null_rate and mean)."""
+    z: float = Field(3.5, gt=0)
+    """Largest allowed |robust z-score| against the history."""
+    runs: int = Field(20, ge=2)
+    """How many earlier runs of this dataset to compare with."""
+    min_runs: int = Field(5, ge=2)
+    """Fewer earlier runs than this: the check is skipped (with a logged note)."""
+    severity: Severity = "warn"
+
+
+class Anomalies(_Part):
+    row_count: Anomaly | None = None
+    null_rate: Anomaly | None = None
+    mean: Anomaly | None = None
+
+
+class DlqOptions(_Part):
+    mask_pii: bool = True
+    """Hash values of PII fields (the contract's `classification: pii` or tag `pii`, plus `pii_columns`) in the DLQ."""
+    pii_columns: list[str] = []
+    """More columns to treat as PII."""
+    salt: SecretStr | None = None
+    """Salt of the hashes (use `${DLQ_SALT}`); without one a random salt per run: hashes differ between runs."""
+
+
+class ValidateConfig(OxiConfig):
+    contract: str | None = None
+    """An ODCS / datacontract-specification file: field constraints become row rules, aggregate rules dataset checks."""
+    dataset: str | None = None
+    """Which dataset of the contract (needed when it has several)."""
+    rules: list[RuleConfig] = []
+    """Inline row rules: `{name, column, not_null|range|enum|pattern|unique|sql, severity}`."""
+    max_invalid_ratio: float = Field(0.05, ge=0, le=1)
+    """Above this share of invalid rows (error rules) the step fails and nothing downstream commits."""
+    on_invalid: Literal["dlq", "fail", "drop"] = "dlq"
+    """Invalid rows: `dlq` dead-letters them, `drop` drops them (counted as filtered), `fail` stops at the first."""
+    row_count: RowCountCheck | None = None
+    """Passing rows must number between `min` and `max`."""
+    null_rate: NullRateCheck | None = None
+    """Largest share of nulls per column."""
+    unique: UniqueCheck | None = None
+    """Dataset-level uniqueness of a (composite) key."""
+    references: list[ReferenceCheck] = []
+    """Referential integrity against another dataset."""
+    freshness: FreshnessCheck | None = None
+    """The newest value of a time column is recent enough."""
+    sql: list[SqlCheck] = []
+    """Custom SQL checks over the passing rows (view `data`)."""
+    anomalies: Anomalies | None = None
+    """Robust z-score checks of row count, null rate, mean against earlier runs (state store)."""
+    history_key: str | None = None
+    """Name of the dataset's statistics history (default: the contract dataset, else `pipeline.step`)."""
+    dlq: DlqOptions = Field(default_factory=DlqOptions)
+    """Dead-letter options: PII masking."""
+
+    @model_validator(mode="after")
+    def _something(self) -> ValidateConfig:
+        if self.contract is None and not self.rules and not self._dataset_checks():
+            raise ValueError("validate needs a `contract`, `rules`, or dataset checks")
+        if self.dataset is not None and self.contract is None:
+            raise ValueError("`dataset` names a dataset of the `contract`")
+        if self.freshness is not None:
+            parse_age(self.freshness.max_age)
+        a = self.anomalies
+        for name in ("null_rate", "mean"):
+            if a is not None and getattr(a, name) is not None and not getattr(a, name).column:
+                raise ValueError(f"anomalies.{name} needs a `column`")
+        return self
+
+    def _dataset_checks(self) -> bool:
+        return any(
+            (self.row_count, self.null_rate, self.unique, self.references, self.freshness, self.sql, self.anomalies)
+        )
+
+
+def parse_age(text: str) -> float:
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like 30m, 12h, 2d or 1w, got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class RowRule:
+    """A compiled row rule: a predicate (TRUE: valid) or a unique key."""
+
+    name: str
+    columns: list[str]
+    severity: str
+    describe: str  # what the rule demands, for reasons: "is not null", "in [0, 100]" ...
+    predicate: str | None = None
+    unique: bool = False
+    # the same predicate in Arrow compute, for the simple kinds: no copy of the batch into DuckDB
+    # (strings are converted on the way in), several times faster; None: DuckDB evaluates it
+    arrow: Callable[[pa.RecordBatch], pa.Array] | None = None
+
+
+@dataclass
+class Outcome:
+    name: str
+    kind: str
+    severity: str
+    status: str  # passed | failed | warning | skipped
+    measured: Any = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "kind", "severity", "status", "measured", "reason")}
+
+
+@dataclass
+class _Stats:
+    """Streaming measurements of the passing rows (Arrow compute per batch, no row loop)."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    invalid: int = 0
+    nulls: dict[str, int] = field(default_factory=dict)
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    newest: Any = None
+    rule_failures: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+
+
+def _inline_rule(i: int, r: RuleConfig) -> RowRule:
+    from oxiflow.engine.duck import ident, literal
+
+    kind = r.kind
+    cols = (r.column if isinstance(r.column, list) else [r.column]) if r.column else []
+    name = r.name or (f"{kind}({', '.join(cols)})" if cols else f"sql[{i}]")
+    col = ident(cols[0]) if cols else ""
+    if kind == "not_null":
+        rule = RowRule(name, cols, r.severity, "must not be null", predicate=f"{col} IS NOT NULL")
+        rule.arrow = lambda b: b.column(cols[0]).is_valid()
+        return rule
+    if kind == "range":
+        assert r.range is not None
+        conds, words = [], []
+        if r.range.min is not None:
+            conds.append(f"{col} >= {literal(r.range.min)}")
+            words.append(f">= {r.range.min}")
+        if r.range.max is not None:
+            conds.append(f"{col} <= {literal(r.range.max)}")
+            words.append(f"<= {r.range.max}")
+        if not conds:
+            raise ConfigError(f"validate: range rule {name!r} needs a min or a max")
+        rule = RowRule(
+            name, cols, r.severity, "must be " + " and ".join(words), f"{col} IS NULL OR ({' AND '.join(conds)})"
+        )
+        rule.arrow = _arrow_range(cols[0], r.range.min, r.range.max)
+        return rule
+    if kind == "enum":
+        values = [v for v in r.enum or [] if v is not None]
+        text = all(isinstance(v, str) for v in values)
+        target = f"CAST({col} AS VARCHAR)" if text else col
+        pred = f"{col} IS NULL OR {target} IN ({', '.join(literal(v) for v in values)})"
+        rule = RowRule(name, cols, r.severity, f"must be one of {values}", pred)
+        rule.arrow = _arrow_enum(cols[0], values, text)
+        return rule
+    if kind == "pattern":
+        assert r.pattern is not None
+        pred = f"{col} IS NULL OR regexp_matches(CAST({col} AS VARCHAR), {literal(r.pattern)})"
+        rule = RowRule(name, cols, r.severity, f"must match {r.pattern!r}", pred)
+        rule.arrow = _arrow_pattern(cols[0], r.pattern)
+        return rule
+    if kind == "unique":
+        return RowRule(name, cols, r.severity, "must be unique (another row has this key)", unique=True)
+    assert r.sql is not None
+    return RowRule(name, _columns_in(r.sql), r.severity, f"must satisfy {r.sql.strip()}", f"({r.sql})")
+
+
+def _null_passes(col: pa.Array, cond: pa.Array) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.or_kleene(pc.is_null(col), cond), True)
+
+
+def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[pa.RecordBatch], pa.Array]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def bound(value: Any, typ: pa.DataType) -> pa.Scalar:
+        if isinstance(value, str) and not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            return pa.scalar(value).cast(typ)  # dates and timestamps given as ISO strings
+        return pa.scalar(value)
+
+    def check(b: pa.RecordBatch) -> pa.Array:
+        col = b.column(column)
+        conds = []
+        if lo is not None:
+            conds.append(pc.greater_equal(col, bound(lo, col.type)))
+        if hi is not None:
+            conds.append(pc.less_equal(col, bound(hi, col.type)))
+        cond = conds[0] if len(conds) == 1 else pc.and_kleene(conds[0], conds[1])
+        return _null_passes(col, cond)
+
+    return check
+
+
+def _arrow_enum(column: str, values: list[Any], text: bool) -> Callable[[pa.RecordBatch], pa.Array]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    value_set = pa.array(values)
+
+    def check(b: pa.RecordBatch) -> pa.Array:
+        col = b.column(column)
+        if text and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
+        return _null_passes(col, pc.is_in(col, value_set=value_set.cast(col.type)))
+
+    return check
+
+
+def _arrow_pattern(column: str, pattern: str) -> Callable[[pa.RecordBatch], pa.Array]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def check(b: pa.RecordBatch) -> pa.Array:
+        col = b.column(column)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
+        return _null_passes(col, pc.match_substring_regex(col, pattern))  # RE2, as DuckDB's regexp_matches
+
+    return check
+
+
+def _columns_in(expr: str) -> list[str]:
+    """Columns an SQL expression names (for the DLQ's offending values): bare or quoted words."""
+    return list(dict.fromkeys(w.strip('"') for w in re.findall(r'"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_]*', expr)))
+
+
+def _contract_rules(ds: Dataset, checks: list[Check], schema: pa.Schema) -> tuple[list[RowRule], list[Check]]:
+    """Contract checks split into row rules (predicates, unique/primary key) and dataset checks."""
+    rules: list[RowRule] = []
+    rest: list[Check] = []
+    for c in checks:
+        severity = "warn" if c.severity == "warning" else "error"
+        column = ds.field(c.field).column if c.field and ds.field(c.field) else None  # type: ignore[union-attr]
+        if c.predicate is not None:
+            rules.append(RowRule(c.id, [column] if column else [], severity, c.name, predicate=c.predicate))
+        elif c.kind == "unique" and column:
+            rules.append(RowRule(c.id, [column], severity, c.name, unique=True))
+        elif c.kind == "primary_key":
+            keys = [
+                f.column
+                for f in sorted((f for f in ds.fields if f.primary_key), key=lambda f: f.primary_key_position or 0)
+            ]
+            rules.append(RowRule(c.id, keys, severity, c.name, unique=True))
+        else:
+            rest.append(c)
+    return [r for r in rules if all(col in schema.names for col in r.columns)], rest
+
+
+def _pii_columns(ds: Dataset | None, extra: list[str]) -> set[str]:
+    out = set(extra)
+    for f in ds.fields if ds is not None else []:
+        tags = [t.lower() for t in f.tags]
+        if (f.classification or "").lower() == "pii" or "pii" in tags or any(t.startswith("pii:") for t in tags):
+            out.add(f.column)
+    return out
+
+
+@oxi(
+    "validate",
+    kind="transform",
+    config=ValidateConfig,
+    summary="Quality gate: row rules (contract and/or inline) to the DLQ, dataset and anomaly checks before commit.",
+    example=(
+        "- name: validate\n  config:\n    contract: contracts/orders.odcs.yaml\n    rules:\n"
+        "      - {column: amount, range: {min: 0, max: 10000}}\n      - {column: order_id, unique: true}\n"
+        "    max_invalid_ratio: 0.05\n    row_count: {min: 1}\n    anomalies: {row_count: {z: 3.5, runs: 20}}"
+    ),
+    max_inputs=None,
+)
+class Validate(Transform):
+    config: ValidateConfig
+
+    def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
+        run = _Validation(self.config, inputs, ctx)
+        return inputs[0].with_batches(run.batches(), inputs[0].schema)
+
+
+class _Validation:
+    """One attempt of the step: its DuckDB connection, compiled rules, counters."""
+
+    def __init__(self, cfg: ValidateConfig, inputs: list[OxiData], ctx: StepContext) -> None:
+        from oxiflow.engine.duck import connect
+
+        self.cfg = cfg
+        self.ctx = ctx
+        self.data = inputs[0]
+        self.schema = self.data.schema
+        self.refs = dict(zip(ctx.input_ids[1:], inputs[1:], strict=False))
+        self.stats = _Stats()
+        self.outcomes: list[Outcome] = []
+        self.con = connect(ctx)
+        self.ds: Dataset | None = None
+        self.contract_checks: list[Check] = []
+        self.rules: list[RowRule] = []
+        try:
+            self._compile()
+        except BaseException:
+            self.con.close()
+            raise
+        mask = cfg.dlq.mask_pii
+        self.pii = _pii_columns(self.ds, cfg.dlq.pii_columns) & set(self.schema.names) if mask else set()
+        self.salt = (cfg.dlq.salt.get_secret_value() if cfg.dlq.salt else None) or secrets.token_hex(16)
+        self.materialise = bool(cfg.sql or cfg.references or self.contract_checks)
+        self.history = cfg.history_key or (self.ds.name if self.ds else f"{ctx.pipeline or 'pipeline'}.{ctx.step_id}")
+
+    # -- compiling -----------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        from oxiflow.contracts.checks import DataShape, compile_checks
+
+        cfg = self.cfg
+        missing = {
+            c
+            for r in cfg.rules
+            if r.kind != "sql"
+            for c in ([r.column] if isinstance(r.column, str) else r.column or [])
+        }
+        missing -= set(self.schema.names)
+        if missing:
+            raise ConfigError(
+                f"validate: rule column(s) not in the data: {', '.join(sorted(missing))}",
+                step=self.ctx.step_id,
+                hint=f"columns: {', '.join(self.schema.names)}",
+            )
+        if cfg.contract:
+            from oxiflow.contracts import load_contract
+
+            contract = load_contract(str(self.ctx.input_path(cfg.contract)))
+            self.ds = contract.dataset(cfg.dataset)
+            duck_types = self._duck_types()
+            # types sniffed or not, values are checked by casting them (a CSV's `id` read as integer
+            # still satisfies `logicalType: string`): what matters is the value, not the reader's guess
+            checks = compile_checks(self.ds, DataShape(self.schema, duck_types, sniffed=True), contract.sla)
+            for c in checks:
+                if c.schema_only and c.static_failure is not None:
+                    if c.severity == "warning":
+                        log.warning("validate %s: %s", self.ctx.step_id, c.static_failure)
+                        continue
+                    raise QualityError(
+                        f"contract {cfg.contract}: {c.static_failure}",
+                        step=self.ctx.step_id,
+                        hint="fix the data's schema or the contract",
+                    )
+            row_rules, self.contract_checks = _contract_rules(
+                self.ds, [c for c in checks if not c.schema_only], self.schema
+            )
+            self.rules.extend(row_rules)
+        self.rules.extend(_inline_rule(i, r) for i, r in enumerate(cfg.rules))
+        for r in self.rules:  # an sql rule's offending values: the words of its expression that are columns
+            r.columns = [c for c in r.columns if c in self.schema.names]
+        types = self._duck_types()
+        for i, r in enumerate(self.rules):
+            if r.unique:
+                cols = ", ".join(f"{_ident(c)} {types[c]}" for c in r.columns)
+                keys = ", ".join(_ident(c) for c in r.columns)
+                self.con.execute(f"CREATE TEMP TABLE seen_{i} ({cols}, oxiflow_i BIGINT, PRIMARY KEY ({keys}))")
+        if cfg.unique is not None:
+            cols = ", ".join(f"{_ident(c)} {types[c]}" for c in cfg.unique.columns)
+            keys = ", ".join(_ident(c) for c in cfg.unique.columns)
+            self.con.execute(f"CREATE TEMP TABLE seen_dataset ({cols}, PRIMARY KEY ({keys}))")
+            self.dup_keys = 0
+        # checked now, not after the whole stream: a typo in an expression fails before any row moves
+        probe = __import__("pyarrow").RecordBatch.from_pylist([], schema=self.schema)
+        for r in self.rules:
+            if r.arrow is not None:
+                try:
+                    r.arrow(probe)
+                except Exception:  # a type Arrow cannot compare this way: DuckDB evaluates the SQL form
+                    r.arrow = None
+        self._evaluate(probe)
+
+    def _duck_types(self) -> dict[str, str]:
+        """Column -> the DuckDB type DuckDB gives it (for the seen-keys tables and bounds)."""
+        import pyarrow as pa
+
+        self.con.register("oxiflow_validate_shape", pa.RecordBatch.from_pylist([], schema=self.schema))
+        try:
+            return {n: str(t) for n, t, *_ in self.con.execute("DESCRIBE oxiflow_validate_shape").fetchall()}
+        finally:
+            self.con.unregister("oxiflow_validate_shape")
+
+    # -- per batch -----------------------------------------------------------------------------------
+    def _evaluate(self, batch: pa.RecordBatch) -> list[pa.Array]:
+        """Per predicate rule a boolean array, TRUE where the row passes (one query for all)."""
+        import duckdb
+
+        out: dict[int, pa.Array] = {}
+        for i, r in enumerate(self.rules):
+            if r.arrow is not None:
+                out[i] = r.arrow(batch)
+        preds = [(i, r) for i, r in enumerate(self.rules) if r.predicate is not None and r.arrow is None]
+        order = [i for i, r in enumerate(self.rules) if r.predicate is not None]
+        if not preds:
+            return [out[i] for i in order]
+        cols = ", ".join(f"coalesce({r.predicate}, true) AS r{i}" for i, r in preds)
+        self.con.register("oxiflow_validate_batch", batch)
+        try:
+            table = self.con.sql(f"SELECT {cols} FROM oxiflow_validate_batch").to_arrow_table()
+        except duckdb.Error as exc:
+            bad = next((r for _, r in preds if not self._compiles(r)), None)
+            what = f"rule {bad.name!r} ({bad.predicate})" if bad else "a rule"
+            raise ConfigError(
+                f"validate: {what} is not valid SQL here: {str(exc).splitlines()[0]}", step=self.ctx.step_id
+            ) from None
+        finally:
+            self.con.unregister("oxiflow_validate_batch")
+        for k, (i, _) in enumerate(preds):
+            out[i] = table.column(k).combine_chunks()
+        return [out[i] for i in order]
+
+    def _compiles(self, rule: RowRule) -> bool:
+        import duckdb
+
+        try:
+            self.con.sql(f"SELECT coalesce({rule.predicate}, true) FROM oxiflow_validate_batch LIMIT 0").fetchall()
+            return True
+        except duckdb.Error:
+            return False
+
+    def _unique(self, i: int, rule: RowRule, batch: pa.RecordBatch, ok: pa.Array) -> pa.Array:
+        """TRUE where the row is the first (passing) occurrence of its key, or has a NULL in it."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        keys = [batch.column(c) for c in rule.columns]
+        index = pa.array(range(n), pa.int64())
+        frame = pa.RecordBatch.from_arrays([*keys, index, ok], names=[*rule.columns, "oxiflow_i", "oxiflow_ok"])
+        cols = ", ".join(_ident(c) for c in rule.columns)
+        not_null = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in rule.columns)
+        self.con.register("oxiflow_validate_keys", frame)
+        try:
+            # RETURNING needs execute(); its rows come back through Arrow (one copy of the row numbers)
+            first = self.con.execute(
+                f"INSERT OR IGNORE INTO seen_{i} SELECT {cols}, min(oxiflow_i) FROM oxiflow_validate_keys "
+                f"WHERE oxiflow_ok AND {not_null} GROUP BY ALL RETURNING oxiflow_i"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("oxiflow_validate_keys")
+        assert first is not None
+        passes = pc.is_in(index, value_set=first.column(0).combine_chunks().cast(pa.int64()))
+        if not pc.all(ok).as_py():
+            # rows already rejected by another rule were not remembered; they fail this rule only when
+            # their key is taken (by an earlier batch, or a passing row of this one)
+            match = " AND ".join(f"s.{_ident(c)} = k.{_ident(c)}" for c in rule.columns)
+            self.con.register("oxiflow_validate_keys", frame)
+            try:
+                taken = self.con.sql(
+                    f"SELECT k.oxiflow_i FROM oxiflow_validate_keys k SEMI JOIN seen_{i} s ON {match} "
+                    f"WHERE NOT k.oxiflow_ok"
+                ).to_arrow_table()
+            finally:
+                self.con.unregister("oxiflow_validate_keys")
+            taken_rows = pc.is_in(index, value_set=taken.column(0).combine_chunks().cast(pa.int64()))
+            passes = pc.or_(passes, pc.and_(pc.invert(ok), pc.invert(taken_rows)))
+        out = passes
+        for k in keys:
+            out = pc.or_(out, pc.is_null(k))
+        return out
+
+    def _check_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        results: list[pa.Array | None] = [None] * len(self.rules)
+        for (i, _), arr in zip(
+            ((i, r) for i, r in enumerate(self.rules) if r.predicate is not None), self._evaluate(batch), strict=True
+        ):
+            results[i] = arr
+        ok = pa.repeat(True, n)
+        ok = _all_true(
+            ok, [a for a, r in zip(results, self.rules, strict=True) if a is not None and r.severity == "error"]
+        )
+        for i, r in enumerate(self.rules):
+            if r.unique:
+                results[i] = self._unique(i, r, batch, ok)
+                if r.severity == "error":
+                    ok = pc.and_(ok, results[i])
+        for r, arr in zip(self.rules, results, strict=True):
+            assert arr is not None
+            failed = n - (pc.sum(arr).as_py() or 0)
+            if failed:
+                counter = self.stats.rule_failures if r.severity == "error" else self.stats.warnings
+                counter[r.name] = counter.get(r.name, 0) + failed
+        bad = n - (pc.sum(ok).as_py() or 0) if n else 0
+        if bad:
+            self._reject(batch, ok, results, bad)
+        return batch if not bad else batch.filter(ok)
+
+    def _reject(self, batch: pa.RecordBatch, ok: pa.Array, results: list[Any], bad: int) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ctx = self.ctx
+        self.stats.invalid += bad
+        invalid = pc.invert(ok)
+        idx = pc.indices_nonzero(invalid)
+        first_row = self.stats.rows_in - batch.num_rows
+        errors = [
+            (r, a.take(idx).to_pylist()) for r, a in zip(self.rules, results, strict=True) if r.severity == "error"
+        ]
+        if self.cfg.on_invalid == "fail":
+            row = batch.take(pa.array(idx[:1])).to_pylist()[0]
+            r = next(r for r, passed in errors if passed[0] is False)
+            raise QualityError(
+                f"row {first_row + idx[0].as_py() + 1} of the input fails {r.name}: {self._why(r, row)}",
+                step=ctx.step_id,
+                column=r.columns[0] if r.columns else None,
+                hint="fix the data, or set on_invalid: dlq (or drop)",
+            )
+        if self.cfg.on_invalid == "drop":
+            ctx.filtered(bad)
+            return
+        ctx.reject(bad)
+        if ctx.dlq is None:
+            return
+        rows = batch.take(idx).to_pylist()
+        # only the rejected rows become Python objects: the DLQ stores them as JSON records
+        for k, row in enumerate(rows):
+            failed = [r for r, passed in errors if passed[k] is False]
+            values = {c: row.get(c) for r in failed for c in r.columns if c in row}
+            masked = sorted(c for c in self.pii if c in row)
+            ctx.dlq.put(
+                step=ctx.step_id,
+                oxi=ctx.oxi_name,
+                rule=", ".join(r.name for r in failed),
+                reason="; ".join(self._why(r, row) for r in failed),
+                raw=self._mask(row),
+                values=self._mask(values),
+                column=failed[0].columns[0] if failed and len(failed[0].columns) == 1 else None,
+                schema=self.schema,
+                masked=masked,
+            )
+
+    def _why(self, rule: RowRule, row: dict[str, Any]) -> str:
+        shown = ", ".join(f"{c} = {self._show(c, row.get(c))}" for c in rule.columns if c in row)
+        return f"{shown} {rule.describe}" if shown else rule.describe
+
+    def _show(self, column: str, value: Any) -> str:
+        if column in self.pii:
+            return "<pii>"
+        return "NULL" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+    def _mask(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not self.pii:
+            return row
+        return {k: (_hash(self.salt, v) if k in self.pii and v is not None else v) for k, v in row.items()}
+
+    def _measure(self, batch: pa.RecordBatch) -> None:
+        import pyarrow.compute as pc
+
+        s = self.stats
+        s.rows_out += batch.num_rows
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            s.nulls[name] = s.nulls.get(name, 0) + col.null_count
+            if _numeric(col.type) and batch.num_rows:
+                total = pc.sum(col).as_py()
+                if total is not None:
+                    s.sums[name] = s.sums.get(name, 0.0) + float(total)
+                s.counts[name] = s.counts.get(name, 0) + batch.num_rows - col.null_count
+        fresh = self.cfg.freshness
+        if fresh is not None and batch.num_rows:
+            newest = pc.max(batch.column(fresh.column)).as_py()
+            if newest is not None and (s.newest is None or newest > s.newest):
+                s.newest = newest
+        if self.cfg.unique is not None and batch.num_rows:
+            self._dataset_unique(batch)
+        if self.materialise and batch.num_rows:
+            self.con.register("oxiflow_validate_batch", batch)
+            try:
+                if not getattr(self, "_data_created", False):
+                    self.con.execute("CREATE TEMP TABLE oxiflow_validated AS SELECT * FROM oxiflow_validate_batch")
+                    self._data_created = True
+                else:
+                    self.con.execute("INSERT INTO oxiflow_validated SELECT * FROM oxiflow_validate_batch")
+            finally:
+                self.con.unregister("oxiflow_validate_batch")
+
+    def _dataset_unique(self, batch: pa.RecordBatch) -> None:
+        import pyarrow as pa
+
+        assert self.cfg.unique is not None
+        cols = self.cfg.unique.columns
+        frame = pa.RecordBatch.from_arrays([batch.column(c) for c in cols], names=cols)
+        names = ", ".join(_ident(c) for c in cols)
+        not_null = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in cols)
+        self.con.register("oxiflow_validate_keys", frame)
+        try:
+            row = self.con.execute(f"SELECT count(*) FROM oxiflow_validate_keys WHERE {not_null}").fetchone()
+            inserted = self.con.execute(
+                f"INSERT OR IGNORE INTO seen_dataset SELECT DISTINCT {names} FROM oxiflow_validate_keys "
+                f"WHERE {not_null}"
+            ).fetchone()
+        finally:
+            self.con.unregister("oxiflow_validate_keys")
+        self.dup_keys += int(row[0] if row else 0) - int(inserted[0] if inserted else 0)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        ctx = self.ctx
+        try:
+            for batch in self.data:
+                if ctx.limit_rows == 0:  # explain probes the schema: no checks
+                    continue
+                self.stats.rows_in += batch.num_rows
+                out = self._check_batch(batch) if batch.num_rows else batch
+                self._measure(out)
+                yield out
+            if ctx.limit_rows == 0:
+                return
+            self._finish()
+        finally:
+            self.con.close()
+
+    # -- at the end of the stream --------------------------------------------------------------------
+    def _finish(self) -> None:
+        s, cfg, ctx = self.stats, self.cfg, self.ctx
+        ratio = s.invalid / s.rows_in if s.rows_in else 0.0
+        self.outcomes.append(
+            Outcome(
+                "max_invalid_ratio",
+                "invalid_ratio",
+                "error",
+                "passed" if ratio <= cfg.max_invalid_ratio else "failed",
+                round(ratio, 6),
+                "" if ratio <= cfg.max_invalid_ratio else
+                f"{s.invalid} of {s.rows_in} rows invalid ({ratio:.2%}) > max_invalid_ratio "
+                f"{cfg.max_invalid_ratio:.2%}",
+            )
+        )  # fmt: skip
+        self._dataset_checks()
+        self._anomalies()
+        for r, n in s.warnings.items():
+            log.warning("validate %s: %d row(s) fail %s (severity warn: they pass)", ctx.step_id, n, r)
+        failed = [o for o in self.outcomes if o.status == "failed"]
+        for o in self.outcomes:
+            if o.status == "warning":
+                log.warning("validate %s: %s: %s", ctx.step_id, o.name, o.reason)
+        ctx.metadata["validate"] = {
+            "rows_in": s.rows_in,
+            "rows_valid": s.rows_out,
+            "rows_invalid": s.invalid,
+            "invalid_ratio": round(ratio, 6),
+            "rule_failures": s.rule_failures,
+            "warnings": s.warnings,
+            "checks": [o.to_dict() for o in self.outcomes],
+        }
+        if failed:
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more check(s) failed)" if len(failed) > 1 else ""
+            raise QualityError(
+                f"quality check {first.name} failed: {first.reason}{more}; nothing downstream is committed",
+                step=ctx.step_id,
+                hint="see the step's metadata `validate.checks`; invalid rows are in the DLQ (`oxiflow dlq list`)",
+            )
+        self._record_stats()
+
+    def _add(self, name: str, kind: str, severity: str, ok: bool, measured: Any, reason: str) -> None:
+        status = "passed" if ok else ("warning" if severity == "warn" else "failed")
+        self.outcomes.append(Outcome(name, kind, severity, status, _plain(measured), "" if ok else reason))
+
+    def _dataset_checks(self) -> None:
+        s, cfg = self.stats, self.cfg
+        if cfg.row_count is not None:
+            rc = cfg.row_count
+            ok = (rc.min is None or s.rows_out >= rc.min) and (rc.max is None or s.rows_out <= rc.max)
+            self._add("row_count", "row_count", rc.severity, ok, s.rows_out,
+                      f"{s.rows_out} rows, expected between {rc.min if rc.min is not None else '-'} and "
+                      f"{rc.max if rc.max is not None else '-'}")  # fmt: skip
+        if cfg.null_rate is not None:
+            nr = cfg.null_rate
+            for c in nr.columns or self.schema.names:
+                rate = s.nulls.get(c, 0) / s.rows_out if s.rows_out else 0.0
+                self._add(f"null_rate({c})", "null_rate", nr.severity, rate <= nr.max, round(rate, 6),
+                          f"{rate:.2%} of {c} is null > {nr.max:.2%}")  # fmt: skip
+        if cfg.unique is not None:
+            u = cfg.unique
+            self._add(f"unique({', '.join(u.columns)})", "unique", u.severity, self.dup_keys == 0, self.dup_keys,
+                      f"{self.dup_keys} duplicate key(s)")  # fmt: skip
+        if cfg.freshness is not None:
+            self._freshness(cfg.freshness)
+        for ref in cfg.references:
+            self._reference(ref)
+        if self.materialise:
+            self._ensure_data()
+            for i, q in enumerate(cfg.sql):
+                self._sql_check(i, q)
+            if self.contract_checks and self.ds is not None:
+                self._contract_aggregates()
+
+    def _ensure_data(self) -> None:
+        if not getattr(self, "_data_created", False):
+            empty = __import__("pyarrow").RecordBatch.from_pylist([], schema=self.schema)
+            self.con.register("oxiflow_validate_batch", empty)
+            self.con.execute("CREATE TEMP TABLE oxiflow_validated AS SELECT * FROM oxiflow_validate_batch")
+            self.con.unregister("oxiflow_validate_batch")
+            self._data_created = True
+        self.con.execute("CREATE OR REPLACE TEMP VIEW data AS SELECT * FROM oxiflow_validated")
+
+    def _freshness(self, f: FreshnessCheck) -> None:
+        from datetime import UTC, date, datetime
+
+        max_age = parse_age(f.max_age)
+        newest = self.stats.newest
+        if newest is None:
+            self._add(f"freshness({f.column})", "freshness", f.severity, False, None, f"no {f.column} values")
+            return
+        if isinstance(newest, datetime):
+            now = datetime.now(UTC) if newest.tzinfo else datetime.now(UTC).replace(tzinfo=None)
+            age = (now - newest).total_seconds()
+        elif isinstance(newest, date):
+            age = (datetime.now(UTC).date() - newest).days * 86400.0
+        else:
+            self._add(
+                f"freshness({f.column})",
+                "freshness",
+                f.severity,
+                False,
+                str(newest),
+                f"{f.column} is not a date or timestamp",
+            )
+            return
+        self._add(f"freshness({f.column})", "freshness", f.severity, age <= max_age, str(newest),
+                  f"newest {f.column} {newest} is {age / 3600:.1f}h old > {f.max_age}")  # fmt: skip
+
+    def _reference(self, ref: ReferenceCheck) -> None:
+        key = ref.key or ref.column
+        name = f"references({ref.column} -> {ref.dataset}.{key})"
+        create = f"CREATE OR REPLACE TEMP TABLE oxiflow_ref AS SELECT DISTINCT {_ident(key)} AS k FROM "
+        if ref.dataset in self.refs:
+            self._ref_from_stream(create, self.refs[ref.dataset])
+        else:
+            from oxiflow.pipe.inputs import open_input
+
+            opened = open_input(str(self.ctx.input_path(ref.dataset)), None)
+            scan = opened.scan()
+            if scan is not None:
+                self.con.execute(f"{create}({scan.sql})")
+            else:
+                self._ref_from_stream(create, opened.data())
+        self._ensure_data()
+        col = _ident(ref.column)
+        row = self.con.execute(
+            f"SELECT count(*), any_value({col}) FROM oxiflow_validated WHERE {col} IS NOT NULL "
+            f"AND {col} NOT IN (SELECT k FROM oxiflow_ref WHERE k IS NOT NULL)"
+        ).fetchone()
+        missing, example = (int(row[0]), row[1]) if row else (0, None)
+        self._add(name, "references", ref.severity, missing == 0, missing,
+                  f"{missing} row(s) have a {ref.column} not in {ref.dataset}.{key} (e.g. {example!r})")  # fmt: skip
+
+    def _ref_from_stream(self, create: str, data: OxiData) -> None:
+        self.con.register("oxiflow_validate_ref_stream", data.to_reader())
+        try:
+            self.con.execute(create + "oxiflow_validate_ref_stream")
+        finally:
+            self.con.unregister("oxiflow_validate_ref_stream")
+
+    def _sql_check(self, i: int, q: SqlCheck) -> None:
+        import duckdb
+
+        name = q.name or f"sql[{i}]"
+        try:
+            row = self.con.execute(f"SELECT count(*) FROM ({q.query.strip().rstrip(';')})").fetchone()
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"validate: sql check {name!r} failed: {str(exc).splitlines()[0]}", step=self.ctx.step_id
+            ) from None
+        n = int(row[0]) if row else 0
+        self._add(name, "sql", q.severity, n == 0, n, f"the query returned {n} offending row(s)")
+
+    def _contract_aggregates(self) -> None:
+        from oxiflow.contracts.checks import run_checks
+
+        assert self.ds is not None
+        for name in {self.ds.name, self.ds.physical_name} - {None}:
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_ident(str(name))} AS SELECT * FROM oxiflow_validated")
+        for r in run_checks(self.con, "oxiflow_validated", self.ds, self.contract_checks):
+            severity = "warn" if r.check.severity == "warning" else "error"
+            status = {"passed": "passed", "warning": "warning"}.get(r.status, "failed")
+            self.outcomes.append(Outcome(r.check.id, r.check.kind, severity, status, _plain(r.measured), r.reason))
+
+    # -- anomalies -----------------------------------------------------------------------------------
+    def _table(self) -> Any:
+        store = getattr(self.ctx.dlq, "store", None)
+        if store is None:
+            return None
+        from oxiflow.state.dlq import DlqTable
+
+        return DlqTable(store)
+
+    def _current(self) -> tuple[int, dict[str, float], dict[str, float | None]]:
+        s = self.stats
+        rates = {c: (s.nulls.get(c, 0) / s.rows_out if s.rows_out else 0.0) for c in self.schema.names}
+        means = {c: (s.sums[c] / s.counts[c] if s.counts.get(c) and c in s.sums else None) for c in s.counts}
+        return s.rows_out, rates, means
+
+    def _anomalies(self) -> None:
+        a = self.cfg.anomalies
+        if a is None:
+            return
+        from oxiflow.contracts.anomaly import robust_z
+
+        table = self._table()
+        if table is None:
+            log.info("validate %s: anomaly checks skipped: the run has no state store (--no-state)", self.ctx.step_id)
+            for kind in ("row_count", "null_rate", "mean"):
+                if getattr(a, kind) is not None:
+                    self._skip(f"anomaly {kind}", kind, "no state store")
+            return
+        rows, rates, means = self._current()
+        for kind in ("row_count", "null_rate", "mean"):
+            check: Anomaly | None = getattr(a, kind)
+            if check is None:
+                continue
+            label = f"anomaly {kind}" + (f"({check.column})" if check.column else "")
+            history = table.stats_history(self.history, check.runs, exclude_run=self.ctx.run_id)
+            if kind == "row_count":
+                values, x = [float(h["row_count"]) for h in history], float(rows)
+            elif kind == "null_rate":
+                values = [
+                    float(h["null_rate"][check.column]) for h in history if h["null_rate"].get(check.column) is not None
+                ]
+                x = rates.get(check.column or "", 0.0)
+            else:
+                values = [float(h["means"][check.column]) for h in history if h["means"].get(check.column) is not None]
+                mean = means.get(check.column or "")
+                if mean is None:
+                    self._skip(label, f"anomaly_{kind}", f"no numeric values in {check.column}")
+                    continue
+                x = mean
+            if len(values) < check.min_runs:
+                log.info("validate %s: %s skipped: %d earlier run(s) of %s, needs %d",
+                         self.ctx.step_id, label, len(values), self.history, check.min_runs)  # fmt: skip
+                self._skip(label, f"anomaly_{kind}", f"{len(values)} earlier run(s), needs {check.min_runs}")
+                continue
+            z = robust_z(x, values)
+            self._add(label, f"anomaly_{kind}", check.severity, abs(z) <= check.z, {"value": x, "z": _round(z)},
+                      f"{x:g} is {_round(z)} robust z from the last {len(values)} runs (|z| > {check.z})")  # fmt: skip
+
+    def _skip(self, name: str, kind: str, reason: str) -> None:
+        self.outcomes.append(Outcome(name, kind, "warn", "skipped", None, reason))
+
+    def _record_stats(self) -> None:
+        table = self._table()
+        if table is None:
+            return
+        rows, rates, means = self._current()
+        try:
+            table.record_stats(
+                self.history, self.ctx.run_id, pipeline=self.ctx.pipeline, step=self.ctx.step_id,
+                row_count=rows, null_rate=rates, means=means,
+            )  # fmt: skip
+        except Exception as exc:  # history is a convenience: a store hiccup must not fail valid data
+            log.warning("validate %s: could not record statistics for anomaly checks: %s", self.ctx.step_id, exc)
+
+
+def _all_true(ok: pa.Array, arrays: list[pa.Array]) -> pa.Array:
+    import pyarrow.compute as pc
+
+    for a in arrays:
+        ok = pc.and_(ok, a)
+    return ok
+
+
+def _numeric(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _ident(name: str) -> str:
+    from oxiflow.engine.duck import ident
+
+    return ident(name)
+
+
+def _hash(salt: str, value: Any) -> str:
+    return "sha256:" + hashlib.sha256((salt + str(value)).encode()).hexdigest()
+
+
+def _round(z: float) -> float | str:
+    import math
+
+    return str(z) if math.isinf(z) else round(z, 3)
+
+
+def _plain(value: Any) -> Any:
+    from oxiflow.contracts.checks import _plain as plain
+
+    return plain(value)
