@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,8 +32,38 @@ def run(
     log_format: LogFormatOpt = "text",
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="When another run of this pipeline is going, wait for it (default: fail at once, exit 75).",
+        ),
+    ] = False,
+    wait_timeout: Annotated[
+        float | None,
+        typer.Option("--wait-timeout", metavar="SECONDS", min=0, help="Wait at most this long (implies --wait)."),
+    ] = None,
+    state_url: Annotated[
+        str | None,
+        typer.Option("--state-url", help="State store: an SQLite path or a postgresql:// URL (docs/state.md)."),
+    ] = None,
+    no_state: Annotated[
+        bool, typer.Option("--no-state", help="Record nothing and take no lock (concurrent runs are not stopped).")
+    ] = False,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Forget the pipeline's incremental cursors and read everything again (targets are not "
+            "emptied unless their write_disposition is replace; docs/incremental.md).",
+        ),
+    ] = False,
 ) -> None:
     """Run a pipeline.
+
+    The run is recorded in the state store (`oxiflow runs`), and holds the pipeline's lock while it
+    runs: a second run of the same pipeline fails at once (exit 75) unless --wait.
+    SIGTERM stops a run like Ctrl-C (exit 143; Ctrl-C: 130).
 
     Example: oxiflow run pipelines/orders.yaml --var ORDERS_PATH=data/orders.csv
     """
@@ -45,12 +76,66 @@ def run(
 
         output.print_plan(explain_plan(plan, probe=False), json_out)
         raise typer.Exit(0)
-    from oxiflow.engine.local import RunOptions, run_plan
+    from oxiflow.engine.local import RunOptions, new_run_id, run_plan
 
-    observers = [] if quiet or json_out else [output.progress_observer()]
-    result = run_plan(plan, RunOptions(variables=parse_vars(var), observers=[o for o in observers if o]))
+    run_id = new_run_id()
+    observers: list[object] = [] if quiet or json_out else [output.progress_observer()]
+    session = (
+        None
+        if no_state
+        else _open_session(plan, run_id, state_url, wait or wait_timeout is not None, wait_timeout, quiet)
+    )
+    try:
+        if session is not None:
+            observers.append(session.recorder)
+        options = RunOptions(
+            variables=parse_vars(var),
+            run_id=run_id,
+            observers=[o for o in observers if o],
+            state=session.store if session is not None else None,
+            full_refresh=full_refresh,
+        )
+        result = run_plan(plan, options)
+        code = result.exit_code
+        if _STOP_SIGNALS and result.status == "cancelled":
+            code = 143  # stopped by SIGTERM (`oxiflow worker stop`), not by Ctrl-C
+        if session is not None:
+            _after_run(session, code)
+    finally:
+        if session is not None:
+            session.close()
     output.print_result(result, json_out=json_out, quiet=quiet, log_format=log_format)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(code)
+
+
+def _open_session(plan: Any, run_id: str, state_url: str | None, wait: bool, timeout: float | None, quiet: bool) -> Any:
+    from oxiflow.state.session import RunSession
+    from oxiflow.state.store import StateError
+
+    def waiting(holder: str) -> None:
+        if not quiet:
+            output.err(f"waiting for the running {plan.name} ({holder}) to finish")
+
+    try:
+        return RunSession.open(plan, run_id, state_url=state_url, wait=wait, timeout=timeout, on_wait=waiting)
+    except StateError as exc:
+        output.err(f"error: {exc}")
+        if exc.exit_code != 75:
+            output.err("(pass --no-state to run without the state store)")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _after_run(session: Any, code: int) -> None:
+    from oxiflow.state.store import StateError
+
+    problem = session.recorder.error
+    if code == 143:
+        try:
+            session.store.finish_run(session.recorder.run_id, {"error": "stopped by SIGTERM", "exit_code": code})
+        except StateError as exc:
+            problem = problem or exc
+    if problem is not None:
+        output.err(f"warning: the run was not fully recorded in the state store: {problem}")
 
 
 @app.command()
@@ -72,15 +157,34 @@ def validate(
         output.err(f"✓ {plan.file}: valid ({len(plan.steps)} steps)")
 
 
+_STOP_SIGNALS: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM stops like Ctrl-C: the main thread gets KeyboardInterrupt once; a run cancels cleanly
+    (steps interrupted, temporaries removed, the run recorded) and exits 143."""
+    if _STOP_SIGNALS:
+        return  # already stopping: let the clean stop finish
+    _STOP_SIGNALS.append(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import os
+
     from oxiflow.cli import commands
 
-    commands.register(app)
+    # the first word that is not an option names the command (no top-level option takes a value);
+    # shell completion asks about any command, so it gets them all
+    first = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    completing = any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ)
+    commands.register(app, None if completing else first)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.stderr.write("terminated\n" if _STOP_SIGNALS else "interrupted\n")
+        sys.exit(143 if _STOP_SIGNALS else 130)
     except BrokenPipeError:
         # The reader of our stdout went away (`| head`): exit quietly like other Unix tools.
         import os
