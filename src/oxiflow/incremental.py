@@ -60,6 +60,11 @@ class IncrementalConfig(OxiConfig):
     mode: Literal["rows", "files"] = "rows"
     """`rows`: filter rows by the cursor column; `files` (file sources only): read only files new since the
     last run, by `cursor: mtime` or `cursor: name`."""
+    checkpoint_every: float | str | None = None
+    """Load in slices, each committed with its cursor before the next is read, so a run that fails
+    part-way keeps what it committed and `oxiflow run --resume` goes on from there. `rows` mode: the
+    width of a slice of the cursor (a number in its unit, or a duration such as `1d`, `6h` for dates
+    and timestamps); `files` mode: a number of files. Unset: one load per run."""
 
     @model_validator(mode="after")
     def _check(self) -> IncrementalConfig:
@@ -68,10 +73,22 @@ class IncrementalConfig(OxiConfig):
                 raise ValueError("`mode: files` takes `cursor: mtime` or `cursor: name`")
             if self.lag is not None or self.primary_key or self.end is not None:
                 raise ValueError("`mode: files` takes no `lag`, `primary_key` or `end`")
+            if self.checkpoint_every is not None and (
+                not isinstance(self.checkpoint_every, int | float)
+                or self.checkpoint_every != int(self.checkpoint_every)
+                or self.checkpoint_every < 1
+            ):
+                raise ValueError("`checkpoint_every` in `mode: files` is a number of files (1 or more)")
         elif self.lag is not None and not self.primary_key:
             raise ValueError("`lag` re-reads rows already loaded: give `primary_key` so they are not loaded twice")
         if self.lag is not None:
             parse_lag(self.lag)
+        if (
+            self.mode == "rows"
+            and self.checkpoint_every is not None
+            and parse_lag(self.checkpoint_every, "checkpoint_every") <= 0
+        ):
+            raise ValueError("`checkpoint_every` must be more than 0")
         return self
 
     @property
@@ -86,11 +103,11 @@ _SHORT = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_lag(lag: float | str) -> float:
+def parse_lag(lag: float | str, what: str = "lag") -> float:
     """A lag as a number (seconds for temporal cursors): ``PT10M``, ``P1D``, ``10m``, ``2h``, ``30``."""
     if isinstance(lag, int | float):
         if lag < 0:
-            raise ValueError("`lag` must not be negative")
+            raise ValueError(f"`{what}` must not be negative")
         return float(lag)
     text = lag.strip()
     if m := _SHORT.match(text):
@@ -99,9 +116,9 @@ def parse_lag(lag: float | str) -> float:
         w, d, h, mi, s = (float(x) if x else 0.0 for x in m.groups())
         return w * 604800 + d * 86400 + h * 3600 + mi * 60 + s
     try:
-        return parse_lag(float(text))
+        return parse_lag(float(text), what)
     except ValueError:
-        raise ValueError(f"`lag` {lag!r} is not a number or a duration (PT10M, P1D, 10m, 2h, 1d)") from None
+        raise ValueError(f"`{what}` {lag!r} is not a number or a duration (PT10M, P1D, 10m, 2h, 1d)") from None
 
 
 def crash_point(name: str) -> None:
@@ -164,6 +181,16 @@ def _minus(value: pa.Scalar, lag: float) -> pa.Scalar:
 
 
 # -- the cursor of one step in one run --------------------------------------------------------------
+@dataclass(frozen=True)
+class CursorSlice:
+    """One checkpoint slice of a run (engine/checkpoints.py): in `rows` mode the rows below ``end``
+    (exclusive; None: no bound beyond the config's own `end`), in `files` mode at most ``max_files``
+    new files."""
+
+    end: int | float | str | None = None
+    max_files: int | None = None
+
+
 @dataclass
 class IncrementalCursor:
     """What a source step needs of its cursor in this run; :attr:`candidate` is its new value once the
@@ -174,8 +201,15 @@ class IncrementalCursor:
     step: str = ""
     candidate: dict[str, Any] | None = None
     files_selected: bool = False  # set by select_files: the source applied files mode
+    max_files: int | None = None  # files mode, one checkpoint slice: take at most this many new files
     filtered: int = 0
     _seen_rows: list[Any] = field(default_factory=list)
+
+    def restrict(self, cut: CursorSlice) -> None:
+        """Narrow this run to one checkpoint slice."""
+        if cut.end is not None:
+            self.config = self.config.model_copy(update={"end": cut.end})
+        self.max_files = cut.max_files
 
     # rows mode: the bounds a source may push into its query (a superset of what filter() keeps)
     def sql_bounds(self) -> tuple[Any, str, Any] | None:
@@ -374,6 +408,10 @@ class IncrementalCursor:
             self.candidate = self.stored
             ctx.limit_rows = 0  # the schema of the files seen, and no rows
             return files[:1]
+        if self.max_files is not None:
+            # a checkpoint slice: the oldest new files first, so the cursor moves over exactly them
+            picked.sort(key=lambda kp: (kp[0], str(kp[1])))
+            del picked[self.max_files :]
         top = max(k for k, _ in picked)
         at_top = {key(p) if by_name else str(p.resolve()) for k, p in picked if k == top}
         if top == last:
@@ -391,6 +429,34 @@ def _parse_temporal(text: str) -> dt.datetime:
 
 def _looks_temporal(value: Any) -> bool:
     return isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value) is not None
+
+
+# sinks that add to their target: a checkpoint slice must not wipe what the slices before it committed
+ACCUMULATING = ("append", "merge", "scd2", "delete_insert")
+
+
+def checkpoint_problems(steps: list[Any]) -> list[tuple[Any, str, str]]:
+    """``(step, problem, hint)`` for a pipeline that sets ``checkpoint_every`` but cannot load in slices
+    (engine/checkpoints.py): more than one such source, or a sink that rewrites its whole output."""
+    sliced = [p for p in steps if (inc := incremental_of(p.config)) is not None and inc.checkpoint_every is not None]
+    if not sliced:
+        return []
+    out = [
+        (p, "only one source of a pipeline can set `incremental.checkpoint_every`", f"keep it on {sliced[0].id!r}")
+        for p in sliced[1:]
+    ]
+    for p in steps:
+        disposition = getattr(p.config, "write_disposition", None)
+        if p.spec.kind == "sink" and p.config is not None and disposition not in ACCUMULATING:
+            what = f"write_disposition {disposition}" if disposition else "it rewrites its whole output on each run"
+            out.append(
+                (
+                    p,
+                    f"sink {p.id!r} cannot take a checkpointed load ({what}): it would keep only the last slice",
+                    "give it write_disposition append, merge, scd2 or delete_insert, or drop checkpoint_every",
+                )
+            )
+    return out
 
 
 def incremental_of(config: Any) -> IncrementalConfig | None:

@@ -261,6 +261,12 @@ class Source(Oxi):
         """The rows :meth:`read` would yield, as a DuckDB query (only when ``pushdown_ready``)."""
         raise NotImplementedError
 
+    def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
+        """``(min, max)`` of ``column`` over everything the source could read (ignoring any
+        incremental bound), for cutting a run into checkpoint slices; None when the source cannot
+        tell. Database sources answer with one aggregate query."""
+        return None
+
 
 class Transform(Oxi):
     def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:

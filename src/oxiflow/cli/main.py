@@ -58,6 +58,14 @@ def run(
             "emptied unless their write_disposition is replace; docs/incremental.md).",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the pipeline's last run if it failed or was stopped, from its last committed "
+            "checkpoint; when it succeeded there is nothing to do (exit 0).",
+        ),
+    ] = False,
 ) -> None:
     """Run a pipeline.
 
@@ -76,7 +84,12 @@ def run(
 
         output.print_plan(explain_plan(plan, probe=False), json_out)
         raise typer.Exit(0)
-    from oxiflow.engine.local import RunOptions, new_run_id, run_plan
+    if resume and (no_state or full_refresh):
+        output.fail_usage(
+            "--resume continues from the state store's checkpoints: it takes neither --no-state nor --full-refresh"
+        )
+    from oxiflow.engine.checkpoints import run_pipeline
+    from oxiflow.engine.local import RunOptions, new_run_id
 
     run_id = new_run_id()
     observers: list[object] = [] if quiet or json_out else [output.progress_observer()]
@@ -88,6 +101,9 @@ def run(
     try:
         if session is not None:
             observers.append(session.recorder)
+        if resume and session is not None and not _resuming(session, plan, run_id, quiet):
+            session.store.mark_run(run_id, "ok", None)
+            raise typer.Exit(0)
         options = RunOptions(
             variables=parse_vars(var),
             run_id=run_id,
@@ -95,7 +111,7 @@ def run(
             state=session.store if session is not None else None,
             full_refresh=full_refresh,
         )
-        result = run_plan(plan, options)
+        result = run_pipeline(plan, options)
         code = result.exit_code
         if _STOP_SIGNALS and result.status == "cancelled":
             code = 143  # stopped by SIGTERM (`oxiflow worker stop`), not by Ctrl-C
@@ -106,6 +122,30 @@ def run(
             session.close()
     output.print_result(result, json_out=json_out, quiet=quiet, log_format=log_format)
     raise typer.Exit(code)
+
+
+def _resuming(session: Any, plan: Any, run_id: str, quiet: bool) -> bool:
+    """Whether --resume has a run to continue (it says which on stderr); exits 2 when it cannot resume."""
+    from oxiflow.engine.checkpoints import resume_point
+    from oxiflow.errors import ConfigError
+
+    try:
+        point = resume_point(session.store, plan, run_id)
+    except ConfigError as exc:
+        session.store.mark_run(run_id, "failed", str(exc))
+        output.err(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if point is None:
+        if not quiet:
+            output.err(f"nothing to resume: the last run of {plan.name} succeeded (or there is none)")
+        return False
+    if not quiet:
+        status = "was killed" if point.status == "running" else point.status
+        output.err(
+            f"resuming {plan.name} after run {point.run_id} ({status}, {point.checkpoints} checkpoint(s) "
+            "committed): reading from the last committed cursor"
+        )
+    return True
 
 
 def _open_session(plan: Any, run_id: str, state_url: str | None, wait: bool, timeout: float | None, quiet: bool) -> Any:

@@ -39,7 +39,7 @@ from oxiflow.engine.dlq import DeadLetterQueue
 from oxiflow.engine.duck import ident as duck_ident
 from oxiflow.engine.metrics import RunResult, StepMetrics
 from oxiflow.errors import ConfigError, OxiflowError, RunCancelled, StepError, StepTimeout, is_retryable
-from oxiflow.incremental import IncrementalCursor, crash_point, incremental_of
+from oxiflow.incremental import CursorSlice, IncrementalCursor, crash_point, incremental_of
 from oxiflow.oxi import Sink, Source, StepContext, Transform
 from oxiflow.plan.build import Plan, PlannedStep, validate_step_config
 from oxiflow.plan.pushdown import Pushdown
@@ -301,6 +301,8 @@ class RunOptions:
     # incremental sources need it for their cursors and the load protocol (docs/incremental.md)
     state: Any = None
     full_refresh: bool = False  # forget this pipeline's cursors before running
+    # one checkpoint slice of an incremental source, by step id (engine/checkpoints.py)
+    slices: dict[str, CursorSlice] = field(default_factory=dict)
 
 
 class LocalEngine:
@@ -580,10 +582,23 @@ class LocalEngine:
             limit_rows=0 if self.options.explain else self.rows_needed.get(p.id),
             input_ids=list(p.inputs),
             dlq=self.dlq,
-            cursor=self.loads.cursor_for(p.id) if self.loads is not None and p.spec.kind == "source" else None,
+            cursor=self._cursor_for(p),
             load_id=self.loads.load_id if self.loads is not None else None,
             pipeline=self.plan.name,
         )
+
+    def _cursor_for(self, p: PlannedStep) -> IncrementalCursor | None:
+        if self.loads is None or p.spec.kind != "source":
+            return None
+        cursor = self.loads.cursor_for(p.id)
+        cut = self.options.slices.get(p.id)
+        if cursor is not None and cut is not None:
+            cursor.restrict(cut)
+        return cursor
+
+    def step_context(self, step_id: str) -> StepContext:
+        """A context for ``step_id`` outside a run (probing a source before the run starts)."""
+        return self._make_ctx(self.runs[step_id])
 
     def _config_for(self, p: PlannedStep) -> Any:
         if not p.deferred:

@@ -172,6 +172,10 @@ def build_plan(
             elif seen[ref_id] >= s.index:
                 issues.append(pos.issue(f"${{steps.{ref_id}...}} refers to a step that runs later", (*path, "config")))
 
+    from oxiflow.incremental import checkpoint_problems
+
+    for bad, problem, hint in checkpoint_problems(steps):
+        issues.append(pos.issue(problem, ("pipeline", bad.index, "config"), hint=hint))
     order = _topological(steps, pos, issues)
     if issues:
         raise ConfigError(issues)

@@ -11,7 +11,7 @@ import difflib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import model_validator
 
@@ -110,6 +110,24 @@ class ReadDuckdb(Source):
                 con.close()
 
         return OxiData(reader.schema, batches())
+
+    def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
+        cfg = self.config
+        path = database_path(cfg.database, ctx)
+        con = connect(ctx, str(path), stream="read", access_mode="READ_ONLY")
+        try:
+            if cfg.table is not None:
+                schema, table = split_table(cfg.table)
+                check_table(con, schema, table, cfg.database)
+                query = f"SELECT * FROM {ident(schema)}.{ident(table)}"
+            else:
+                query = str(cfg.query)
+            row = con.execute(f"SELECT min({ident(column)}), max({ident(column)}) FROM ({query})").fetchone()
+        except BaseException as exc:
+            raise _translate(exc, cfg, path) from None
+        finally:
+            con.close()
+        return None if row is None or row[0] is None else (row[0], row[1])
 
     def pushdown_ready(self) -> bool:
         # A table scan is one SELECT any connection can run: DuckDB's ``read_duckdb(file,
