@@ -4,15 +4,24 @@ as the source (DuckDB compares them)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import sqlite3
+import uuid
 from pathlib import Path
 
 import duckdb
 import pytest
-
 from _cli import oxiflow, write
 
 ROWS = 100  # one event per hour from 2024-01-01: days of 24, 24, 24, 24 and 4 rows
+
+
+def failing_at(row_id: int) -> str:
+    """A sql step query that fails on the row ``row_id`` when the variable FAIL is yes (a bad record)."""
+    bad = f"id = {row_id} AND '${{FAIL:-no}}' = 'yes'"
+    return f"SELECT * FROM input WHERE CASE WHEN {bad} THEN error('bad') ELSE true END"
 
 
 @pytest.fixture
@@ -40,7 +49,7 @@ def pipeline(folder: Path, cursor: str = "ts", every: str = "1d") -> Path:
               incremental: {{cursor: {cursor}, checkpoint_every: {every}}}
           - name: sql
             config:
-              query: "SELECT * FROM input WHERE CASE WHEN id = 60 AND '${{FAIL:-no}}' = 'yes' THEN error('bad record 60') ELSE true END"
+              query: "{failing_at(60)}"
           - name: write_duckdb
             config: {{database: dst.duckdb, table: ev, write_disposition: append, load_id_column: null}}
         """,
@@ -121,18 +130,18 @@ def test_file_checkpoints_and_resume(tmp_path: Path) -> None:
         write(tmp_path / "in" / f"part{i}.csv", f"id,v\n{2 * i},a{i}\n{2 * i + 1},b{i}\n")
     write(
         tmp_path / "p.yaml",
-        """
-        metadata: {name: files}
+        f"""
+        metadata: {{name: files}}
         pipeline:
           - name: read_csv
             config:
               path: in/*.csv
-              incremental: {mode: files, cursor: name, checkpoint_every: 2}
+              incremental: {{mode: files, cursor: name, checkpoint_every: 2}}
           - name: sql
             config:
-              query: "SELECT * FROM input WHERE CASE WHEN id = 7 AND '${FAIL:-no}' = 'yes' THEN error('bad 7') ELSE true END"
+              query: "{failing_at(7)}"
           - name: write_duckdb
-            config: {database: dst.duckdb, table: t, write_disposition: append}
+            config: {{database: dst.duckdb, table: t, write_disposition: append}}
         """,
     )
 
@@ -178,3 +187,70 @@ def test_a_sink_that_rewrites_its_output_is_refused(project: Path) -> None:
     proc = oxiflow("validate", "p.yaml", cwd=project)
     assert proc.returncode == 2
     assert "cannot take a checkpointed load (write_disposition replace)" in proc.stderr
+
+
+PG_URL = os.environ.get("OXIFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("OXIFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+EVENTS = [(i, dt.datetime(2024, 1, 1) + dt.timedelta(hours=i), f"v{i}") for i in range(ROWS)]
+
+
+def _source_table(kind: str, folder: Path, table: str) -> str:
+    """The 100 events in a table of ``kind``; the read step's config (YAML flow mapping body)."""
+    create = f"CREATE TABLE {table} (id INTEGER, ts TIMESTAMP, v VARCHAR(20))"
+    if kind == "sqlite":
+        con = sqlite3.connect(folder / "src.db")
+        con.execute(create)
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", [(i, t.isoformat(" "), v) for i, t, v in EVENTS])
+        con.commit()
+        con.close()
+        return f"database: src.db, table: {table}"
+    if kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            con.execute(create)
+            with con.cursor() as cur:
+                cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", EVENTS)
+        return f"url: '{PG_URL}', table: {table}"
+    import pymysql
+
+    rest = MYSQL_URL.removeprefix("mysql://")
+    user, _, hostpart = rest.rpartition("@")
+    host, _, db = hostpart.partition("/")
+    con = pymysql.connect(host=host.split(":")[0], port=int(host.split(":")[1]), user=user, database=db)
+    with con.cursor() as cur:
+        cur.execute(create)
+        cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", EVENTS)
+    con.commit()
+    con.close()
+    return f"url: '{MYSQL_URL}', table: {table}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mysql"])
+def test_database_sources_resume(tmp_path: Path, kind: str) -> None:
+    table = f"ev_{uuid.uuid4().hex[:10]}"
+    source = _source_table(kind, tmp_path, table)
+    write(
+        tmp_path / "p.yaml",
+        f"""
+        metadata: {{name: db_{kind}}}
+        pipeline:
+          - name: read_{kind}
+            config: {{{source}, incremental: {{cursor: ts, checkpoint_every: 1d}}}}
+          - name: sql
+            config:
+              query: "{failing_at(60)}"
+          - name: write_duckdb
+            config: {{database: dst.duckdb, table: ev, write_disposition: append}}
+        """,
+    )
+    code, failed, err = run_json(tmp_path, "--var", "FAIL=yes")
+    assert code == 1, err
+    assert failed["metadata"]["checkpoints"] == {"committed": 2, "slices": 3}
+    assert target_ids(tmp_path) == list(range(48))
+
+    code, resumed, err = run_json(tmp_path, "--resume")
+    assert code == 0, err
+    read = next(s["rows_out"] for s in resumed["steps"] if s["step_id"] == f"read_{kind}")
+    assert read == ROWS - 48
+    assert target_ids(tmp_path) == list(range(ROWS))

@@ -115,7 +115,7 @@ def _row_slice_ends(plan: Plan, options: RunOptions, target: Checkpointed) -> li
                 hint="use a database source (read_postgres, read_mysql, read_sqlite, read_duckdb) or `mode: files`",
             )
         return []  # nothing to read
-    lo, hi = bounds
+    lo, hi = (_temporal_text(v) for v in bounds)
     start = lo
     stored = None if options.full_refresh else _stored_last(options.state, plan.name, step.id)
     for known in (stored, inc.initial):
@@ -129,6 +129,16 @@ def _row_slice_ends(plan: Plan, options: RunOptions, target: Checkpointed) -> li
         out.append(to_json(cut))
         cut = cut + width
     return out
+
+
+def _temporal_text(value: Any) -> Any:
+    """SQLite keeps dates and timestamps as ISO text: as datetimes they can be cut into slices."""
+    if isinstance(value, str) and len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _stored_last(store: StateStore | None, pipeline: str, step_id: str) -> Any:

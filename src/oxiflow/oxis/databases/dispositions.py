@@ -1,7 +1,7 @@
 """Write dispositions as SQL: a staging table holding one load -> the statements that apply it.
 
-Every table sink loads the same way (``write_duckdb`` now; ``write_postgres``, ``write_mysql``,
-``write_sqlite`` plug in later):
+Every table sink loads the same way (``write_duckdb``; ``write_postgres``, ``write_mysql`` and
+``write_sqlite`` through :func:`oxiflow.oxis.databases.sqlsink.write_table`):
 
 1. load the batch into a **staging table** (``append`` may load straight into the target);
 2. make sure the target exists and has every input column plus the disposition's
@@ -10,11 +10,13 @@ Every table sink loads the same way (``write_duckdb`` now; ``write_postgres``, `
    a label (``inserted``, ``deleted``, ``closed`` ...) names what the statement's row count means.
 
 Only step 3 lives here, and it is plain SQL built from a :class:`Dialect`: quoting plus the few
-pieces that differ between databases (a temporary table, the row hash, "delete the rows matching
-another table", which expression gives the staging table's load order). DuckDB is defined;
-PostgreSQL needs only its own ``Dialect`` value (``DELETE ... USING``, ``UPDATE ... FROM``,
-``md5``, ``concat_ws`` are the same); SQLite and MySQL override ``delete_matching`` and
-``row_hash`` (no ``md5`` in SQLite: a registered function).
+pieces that differ between databases (a temporary table, the row hash, "delete/update the rows
+matching another table", NULL-safe comparison, ``NULLS LAST``, which expression gives the staging
+table's load order). :data:`DUCKDB` and :data:`POSTGRES` are plain ``Dialect`` values (PostgreSQL
+joins the hash's parts with ``array_to_string(ARRAY[...])``: ``concat_ws`` takes at most 100
+arguments); :class:`SqliteDialect` and :class:`MysqlDialect` override what their SQL lacks (SQLite:
+no ``md5``, so the sink registers ``oxi_md5`` on its connection, and no ``DELETE ... USING``;
+MySQL: ``<=>``, multi-table ``DELETE``/``UPDATE``, ``CONCAT``, no ``NULLS LAST``).
 
 The plans are set-based on purpose: one ``DELETE ... USING`` plus one ``INSERT`` beat DuckDB's own
 ``MERGE INTO`` (no index) and ``INSERT OR REPLACE`` (primary-key table) for 1M rows into 5M: 1.5 s
@@ -51,20 +53,25 @@ separators), the text being the database's cast of the value to text. NULLs are 
 column added later with NULLs does not change old hashes, while NULL -> value does change it. It
 is stable across runs and DuckDB versions as long as DuckDB's text form of a value stays the same
 (it is documented and has been for integers, decimals, strings, dates and timestamps; doubles
-print their shortest round-trip form).
+print their shortest round-trip form). Each database hashes its own text form, so the same row can
+hash differently in DuckDB and PostgreSQL (``1.0`` vs ``1`` for a double): hashes are compared
+only within one table.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import model_validator
 
 from oxiflow.engine.duck import ident, literal
+from oxiflow.errors import DataError
 from oxiflow.oxi import OxiConfig
+from oxiflow.oxis.databases.sqltypes import quote_ident
 
 Disposition = Literal["append", "replace", "merge", "scd2", "delete_insert"]
 
@@ -99,7 +106,7 @@ class Scd2Options(MergeOptions):
 
 
 class DispositionConfig(OxiConfig):
-    """The disposition fields shared by the table sinks (write_duckdb; write_postgres & co. later)."""
+    """The disposition fields shared by the table sinks (write_duckdb, write_postgres, write_mysql, write_sqlite)."""
 
     write_disposition: Disposition = "append"
     """`append` inserts; `replace` swaps in a new table atomically; `merge` upserts on `primary_key`;
@@ -151,6 +158,30 @@ def check_disposition(
         raise ValueError(f"hard_delete column {opts.hard_delete!r} is part of the primary key")
 
 
+def check_input_columns(cfg: DispositionConfig, columns: Sequence[str], table: str) -> None:
+    """DataError when a key / partition / dedup_sort column is not an input column (before anything runs)."""
+    opts = cfg.options()
+    named = {
+        "primary_key": cfg.primary_key or [],
+        "partition_by": (cfg.partition_by or []) if cfg.write_disposition == "delete_insert" else [],
+        "dedup_sort": [opts.dedup_sort.column] if opts.dedup_sort else [],
+    }
+    for option, names in named.items():
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise DataError(
+                f"{cfg.write_disposition} into {table!r}: {option} names column(s) {missing} that the input lacks",
+                hint=f"the input's columns: {', '.join(columns)}",
+            )
+
+
+def load_time(cfg: DispositionConfig, metadata: dict[str, object]) -> datetime:
+    """The scd2 load time as naive UTC: ``scd2.load_time``, else the state store's, else now."""
+    value = (cfg.scd2 and cfg.scd2.load_time) or metadata.get("load_time") or datetime.now(UTC)
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
 # -- dialects -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dialect:
@@ -166,6 +197,8 @@ class Dialect:
     text_type: str
     temp_table_sql: str = "CREATE TEMP TABLE {name} AS {select}"
     hash_sql: str = "md5({text})"
+    join_sql: str = "concat_ws({sep}, {parts})"
+    """Join the hash's parts with ``sep``, leaving NULL parts out."""
 
     def temp_table(self, name: str, select: str) -> str:
         return self.temp_table_sql.format(name=name, select=select)
@@ -173,22 +206,100 @@ class Dialect:
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS {self.text_type})"
 
-    def row_hash(self, alias: str, columns: Sequence[str]) -> str:
-        """Deterministic hash of ``columns`` of ``alias`` (see the module doc for the exact text)."""
-        parts = [
+    def concat(self, left: str, right: str) -> str:
+        return f"{left} || {right}"
+
+    def timestamp(self, value: datetime) -> str:
+        """A naive UTC timestamp as a SQL value of ``timestamp_type``."""
+        return f"CAST({self.literal(value.isoformat(sep=' '))} AS {self.timestamp_type})"
+
+    def hash_parts(self, alias: str, columns: Sequence[str]) -> list[str]:
+        """``name<US>text`` of each column of ``alias``, sorted by name; NULL for a NULL value."""
+        return [
             f"CASE WHEN {alias}.{self.quote(c)} IS NULL THEN NULL ELSE "
-            f"{self.literal(c + chr(31))} || {self.text(alias + '.' + self.quote(c))} END"
+            f"{self.concat(self.literal(c + chr(31)), self.text(alias + '.' + self.quote(c)))} END"
             for c in sorted(columns)
         ]
-        text = f"concat_ws({self.literal(chr(30))}, {', '.join(parts)})" if parts else self.literal("")
+
+    def row_hash(self, alias: str, columns: Sequence[str]) -> str:
+        """Deterministic hash of ``columns`` of ``alias`` (see the module doc for the exact text)."""
+        parts = self.hash_parts(alias, columns)
+        text = self.join_sql.format(sep=self.literal(chr(30)), parts=", ".join(parts)) if parts else self.literal("")
         return self.hash_sql.format(text=text)
+
+    def not_distinct(self, left: str, right: str) -> str:
+        """NULL-safe equality (NULL matches NULL)."""
+        return f"{left} IS NOT DISTINCT FROM {right}"
+
+    def distinct(self, left: str, right: str) -> str:
+        return f"{left} IS DISTINCT FROM {right}"
+
+    def nulls_last(self, expr: str, direction: str) -> str:
+        return f"{expr} {direction} NULLS LAST"
 
     def delete_matching(self, target: str, source: str, on: str) -> str:
         """Delete the rows of ``target`` (alias ``t``) that match a row of ``source`` (alias ``s``) by ``on``."""
         return f"DELETE FROM {target} AS t USING {source} AS s WHERE {on}"
 
+    def update(self, target: str, source: str | None, assignments: Sequence[tuple[str, str]], where: str) -> str:
+        """UPDATE ``target`` (alias ``t``) setting ``column = value``, joined to ``source`` (alias ``s``) if given."""
+        sets = ", ".join(f"{self.quote(c)} = {v}" for c, v in assignments)
+        joined = f" FROM {source} AS s" if source else ""
+        return f"UPDATE {target} AS t SET {sets}{joined} WHERE {where}"
+
     def is_boolean(self, sql_type: str) -> bool:
         return sql_type.upper() in ("BOOLEAN", "BOOL")
+
+
+@dataclass(frozen=True)
+class SqliteDialect(Dialect):
+    """SQLite: no ``md5`` (the sink registers :func:`oxi_md5` as ``oxi_md5``), no ``concat_ws`` before
+    3.44, no ``DELETE ... USING``; timestamps are ISO text (a ``CAST`` to TIMESTAMP would make a number)."""
+
+    def row_hash(self, alias: str, columns: Sequence[str]) -> str:
+        # each non-NULL part prefixed by <RS>, the first one stripped: concat_ws without its argument limit
+        sep = self.literal(chr(30))
+        parts = [f"coalesce({self.concat(sep, p)}, '')" for p in self.hash_parts(alias, columns)]
+        text = " || ".join(parts) if parts else self.literal("")
+        return f"oxi_md5(substr({text}, 2))" if parts else f"oxi_md5({text})"
+
+    def timestamp(self, value: datetime) -> str:
+        return self.literal(value.isoformat(sep=" "))  # the text write_sqlite stores for a timestamp
+
+    def delete_matching(self, target: str, source: str, on: str) -> str:
+        return f"DELETE FROM {target} AS t WHERE EXISTS (SELECT 1 FROM {source} AS s WHERE {on})"
+
+
+@dataclass(frozen=True)
+class MysqlDialect(Dialect):
+    """MySQL/MariaDB: ``<=>``, multi-table DELETE and UPDATE, ``CONCAT`` (``||`` is OR), ``CAST(... AS
+    CHAR)``, no ``NULLS LAST``; temporary tables, whose CREATE and DROP do not commit the transaction."""
+
+    def text(self, expr: str) -> str:
+        return f"CAST({expr} AS CHAR)"
+
+    def concat(self, left: str, right: str) -> str:
+        return f"CONCAT({left}, {right})"
+
+    def not_distinct(self, left: str, right: str) -> str:
+        return f"{left} <=> {right}"
+
+    def distinct(self, left: str, right: str) -> str:
+        return f"NOT ({left} <=> {right})"
+
+    def nulls_last(self, expr: str, direction: str) -> str:
+        return f"{expr} IS NULL, {expr} {direction}"
+
+    def delete_matching(self, target: str, source: str, on: str) -> str:
+        return f"DELETE t FROM {target} AS t JOIN {source} AS s ON {on}"
+
+    def update(self, target: str, source: str | None, assignments: Sequence[tuple[str, str]], where: str) -> str:
+        sets = ", ".join(f"t.{self.quote(c)} = {v}" for c, v in assignments)
+        joined = f", {source} AS s" if source else ""
+        return f"UPDATE {target} AS t{joined} SET {sets} WHERE {where}"
+
+    def is_boolean(self, sql_type: str) -> bool:
+        return sql_type.upper() in ("BOOLEAN", "BOOL", "TINYINT(1)")
 
 
 DUCKDB = Dialect(
@@ -200,6 +311,62 @@ DUCKDB = Dialect(
     boolean_type="BOOLEAN",
     text_type="VARCHAR",
 )
+
+
+def oxi_md5(text: str | None) -> str | None:
+    """md5 of the UTF-8 text as hex: SQLite's ``oxi_md5`` (the same digest PostgreSQL's and MySQL's md5 give)."""
+    return None if text is None else hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def _mysql_literal(value: object) -> str:
+    """A MySQL string literal that means the same whatever ``sql_mode`` (NO_BACKSLASH_ESCAPES or not)."""
+    text = str(value)
+    if "\\" in text or "\x00" in text:
+        return f"CONVERT(X'{text.encode('utf-8').hex()}' USING utf8mb4)"
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# The load order of a server staging table is an identity column filled in load order.
+LOAD_ORDER_COLUMN = "_oxi_row"
+
+POSTGRES = Dialect(
+    name="postgres",
+    quote=lambda name: quote_ident("postgres", name),
+    literal=_sql_literal,
+    load_order=quote_ident("postgres", LOAD_ORDER_COLUMN),
+    timestamp_type="timestamp",
+    boolean_type="boolean",
+    text_type="text",
+    join_sql="array_to_string(ARRAY[{parts}], {sep})",  # concat_ws takes at most 100 arguments
+)
+
+MYSQL = MysqlDialect(
+    name="mysql",
+    quote=lambda name: quote_ident("mysql", name),
+    literal=_mysql_literal,
+    load_order=quote_ident("mysql", LOAD_ORDER_COLUMN),
+    timestamp_type="DATETIME(6)",
+    boolean_type="BOOLEAN",
+    text_type="LONGTEXT",
+    temp_table_sql="CREATE TEMPORARY TABLE {name} AS {select}",
+    hash_sql="MD5({text})",
+)
+
+SQLITE = SqliteDialect(
+    name="sqlite",
+    quote=lambda name: quote_ident("sqlite", name),
+    literal=_sql_literal,
+    load_order="rowid",
+    timestamp_type="TIMESTAMP",
+    boolean_type="BOOLEAN",
+    text_type="TEXT",
+)
+
+DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB, "postgres": POSTGRES, "mysql": MYSQL, "sqlite": SQLITE}
 
 
 def system_columns(dialect: Dialect, cfg: DispositionConfig) -> list[tuple[str, str]]:
@@ -258,7 +425,7 @@ def statements(
         assert cfg.partition_by
         parts = cfg.partition_by
         source = f"(SELECT DISTINCT {', '.join(q(c) for c in parts)} FROM {loaded})"
-        on = " AND ".join(f"t.{q(c)} IS NOT DISTINCT FROM s.{q(c)}" for c in parts)
+        on = " AND ".join(dialect.not_distinct(f"t.{q(c)}", f"s.{q(c)}") for c in parts)
         return [
             ("deleted", dialect.delete_matching(target, source, on)),
             ("inserted", insert_rows(dialect, cfg, target, loaded, list(columns), load_id)),
@@ -292,7 +459,7 @@ def dedup_select(
     q = dialect.quote
     order = []
     if opts.dedup_sort:
-        order.append(f"{q(opts.dedup_sort.column)} {opts.dedup_sort.order.upper()} NULLS LAST")
+        order.append(dialect.nulls_last(q(opts.dedup_sort.column), opts.dedup_sort.order.upper()))
     order.append(f"{dialect.load_order} DESC")
     cols = ", ".join(q(c) for c in columns)
     ranked = (
@@ -388,23 +555,33 @@ def _scd2(
     hashed = [c for c in columns if c not in keys and c != opts.hard_delete]
     row_hash = dialect.row_hash("w", hashed)
     creates, winners, deleted = _winners(dialect, cfg, staging, columns, unique_keys, f", {row_hash} AS _oxi_hash")
-    ts = f"CAST({dialect.literal(load_time.isoformat(sep=' '))} AS {dialect.timestamp_type})"
-    close = f"UPDATE {target} AS t SET {q(VALID_TO)} = {ts}, {q(IS_CURRENT)} = false"
+    ts = dialect.timestamp(load_time)
+    closing = [(VALID_TO, ts), (IS_CURRENT, "false")]
     on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in keys)
+    changed = dialect.distinct(f"t.{q(ROW_HASH)}", "s._oxi_hash")
     out: list[Statement] = [
         *creates,
         # changed or deleted: close the current version
         (
             "closed",
-            f"{close} FROM {winners} AS s WHERE {on} AND t.{q(IS_CURRENT)} "
-            f"AND ({deleted('s')} OR t.{q(ROW_HASH)} IS DISTINCT FROM s._oxi_hash)",
+            dialect.update(
+                target,
+                winners,
+                closing,
+                f"{on} AND t.{q(IS_CURRENT)} AND ({deleted('s')} OR {changed})",
+            ),
         ),
     ]
     if opts.full_snapshot:
         out.append(
             (
                 "closed",
-                f"{close} WHERE t.{q(IS_CURRENT)} AND NOT EXISTS (SELECT 1 FROM {winners} AS s WHERE {on})",
+                dialect.update(
+                    target,
+                    None,
+                    closing,
+                    f"t.{q(IS_CURRENT)} AND NOT EXISTS (SELECT 1 FROM {winners} AS s WHERE {on})",
+                ),
             )
         )
     # new keys and changed ones (whose current version was just closed) get a new version

@@ -18,14 +18,21 @@ import datetime as dt
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.data import OxiData
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.oxi import OxiConfig, Source, StepContext, oxi
 from oxiflow.oxis.databases.connection import DbUrl, parse_url
+from oxiflow.oxis.databases.dispositions import LOAD_ORDER_COLUMN, DispositionConfig
 from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, missing_table_error
-from oxiflow.oxis.databases.sqlsource import SqlSourceConfig, incremental_query, interleave, partition_queries
+from oxiflow.oxis.databases.sqlsource import (
+    SqlSourceConfig,
+    incremental_query,
+    interleave,
+    minmax_sql,
+    partition_queries,
+)
 from oxiflow.oxis.databases.sqltypes import qualified, quote_ident, split_table
 
 if TYPE_CHECKING:
@@ -43,12 +50,9 @@ class ReadMysqlConfig(SqlSourceConfig, MysqlConnectionConfig):
     pass
 
 
-class WriteMysqlConfig(MysqlConnectionConfig):
+class WriteMysqlConfig(DispositionConfig, MysqlConnectionConfig):
     table: str
     """Target table, optionally database-qualified (`analytics.orders`)."""
-    write_disposition: Literal["append", "replace"] = "append"
-    """`append` adds the rows (new input columns are added to the table); `replace` loads a staging
-    table and swaps it in with one atomic `RENAME TABLE`."""
     create_schema: bool = True
     """Create the database (`analytics` in `analytics.orders`) when it does not exist."""
 
@@ -129,22 +133,35 @@ def _interrupted(exc: BaseException) -> bool:
 class ReadMysql(Source):
     config: ReadMysqlConfig
 
+    def _base_query(self, con: Any, url: DbUrl) -> str:
+        cfg = self.config
+        if cfg.query is not None:
+            return cfg.query
+        assert cfg.table is not None
+        schema, table = split_table(cfg.table)
+        db = _MysqlBackend(con, url)
+        if db.columns(schema, table) is None:
+            raise missing_table_error(db, cfg.table)
+        return f"SELECT * FROM {qualified('mysql', schema, table)}"
+
+    def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
+        url = _url(self.config)
+        con = connect(url)
+        try:
+            with con.cursor() as cur:
+                cur.execute(minmax_sql(self._base_query(con, url), quote_ident("mysql", column)))
+                row = cur.fetchone()
+        finally:
+            con.close()
+        return None if row is None or row[0] is None else (row[0], row[1])
+
     def read(self, ctx: StepContext) -> OxiData:
         cfg = self.config
         url = _url(cfg)
         con = connect(url)
         what = f"table {cfg.table!r}" if cfg.table else "query"
         try:
-            if cfg.query is not None:
-                base = cfg.query
-            else:
-                assert cfg.table is not None
-                schema, table = split_table(cfg.table)
-                db = _MysqlBackend(con, url)
-                if db.columns(schema, table) is None:
-                    raise missing_table_error(db, cfg.table)
-                base = f"SELECT * FROM {qualified('mysql', schema, table)}"
-            base = incremental_query(base, ctx, lambda c: quote_ident("mysql", c))
+            base = incremental_query(self._base_query(con, url), ctx, lambda c: quote_ident("mysql", c))
             if ctx.limit_rows is not None:
                 base = f"SELECT * FROM ({base}) AS _oxi LIMIT {int(ctx.limit_rows)}"
             queries = [base]
@@ -308,6 +325,19 @@ class _MysqlBackend(Backend):
         with self.con.cursor() as cur:
             cur.execute(sql)
 
+    def run(self, sql: str) -> int:
+        with self.con.cursor() as cur:
+            return int(cur.execute(sql))
+
+    def create_temp(self, table: str, types: dict[str, str]) -> None:
+        # TEMPORARY: CREATE and DROP do not commit the open transaction (a plain table's would)
+        cols = ", ".join(f"{self.ident(name)} {typ}" for name, typ in types.items())
+        order = f"{self.ident(LOAD_ORDER_COLUMN)} BIGINT AUTO_INCREMENT PRIMARY KEY"
+        self.execute(f"CREATE TEMPORARY TABLE {self.ident(table)} ({order}, {cols})")
+
+    def drop_temp(self, table: str) -> None:
+        self.execute(f"DROP TEMPORARY TABLE IF EXISTS {self.ident(table)}")
+
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self.con.cursor() as cur:
             cur.execute(sql, params)
@@ -342,7 +372,15 @@ class _MysqlBackend(Backend):
         self.execute(f"RENAME TABLE {target} TO {self.q(schema, old)}, {self.q(schema, staging)} TO {target}")
         self.drop(schema, old)
 
-    def load(self, schema: str | None, table: str, batches: Iterator[pa.RecordBatch], types: dict[str, str]) -> int:
+    def load(
+        self,
+        schema: str | None,
+        table: str,
+        batches: Iterator[pa.RecordBatch],
+        types: dict[str, str],
+        *,
+        temporary: bool = False,
+    ) -> int:
         from oxiflow.engine.duck import connect as duck_connect
 
         target = self.q(schema, table)
@@ -434,9 +472,13 @@ def _csv_plan(schema: pa.Schema, ident: Any) -> tuple[list[str], list[str], list
     "write_mysql",
     kind="sink",
     config=WriteMysqlConfig,
-    summary="Load into a MySQL/MariaDB table with LOAD DATA LOCAL INFILE: append, or replace atomically.",
+    summary=(
+        "Load into a MySQL/MariaDB table with LOAD DATA LOCAL INFILE: append, replace atomically, merge (upsert), "
+        "scd2 history, delete_insert."
+    ),
     example=(
-        "- name: write_mysql\n  config:\n    url: ${MYSQL_URL}\n    table: shop.orders\n    write_disposition: replace"
+        "- name: write_mysql\n  config:\n    url: ${MYSQL_URL}\n    table: shop.orders\n"
+        "    write_disposition: merge\n    primary_key: [order_id]"
     ),
     since="0.2.0",
 )

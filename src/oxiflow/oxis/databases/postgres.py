@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.data import OxiData
 from oxiflow.errors import ConfigError, DataError, RunCancelled
 from oxiflow.oxi import OxiConfig, Source, StepContext, oxi
 from oxiflow.oxis.databases.connection import DbUrl, parse_url
+from oxiflow.oxis.databases.dispositions import DispositionConfig
 from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, missing_table_error, to_json_strings
-from oxiflow.oxis.databases.sqlsource import SqlSourceConfig, incremental_query, interleave, partition_queries
+from oxiflow.oxis.databases.sqlsource import (
+    SqlSourceConfig,
+    incremental_query,
+    interleave,
+    minmax_sql,
+    partition_queries,
+)
 from oxiflow.oxis.databases.sqltypes import qualified, quote_ident, split_table
 
 if TYPE_CHECKING:
@@ -39,12 +46,9 @@ class ReadPostgresConfig(SqlSourceConfig, PostgresConnectionConfig):
     pass
 
 
-class WritePostgresConfig(PostgresConnectionConfig):
+class WritePostgresConfig(DispositionConfig, PostgresConnectionConfig):
     table: str
     """Target table, optionally schema-qualified (`analytics.orders`)."""
-    write_disposition: Literal["append", "replace"] = "append"
-    """`append` adds the rows (new input columns are added to the table); `replace` swaps in a new
-    table atomically (staging table + rename in one transaction)."""
     create_schema: bool = True
     """Create the schema (`analytics` in `analytics.orders`) when it does not exist."""
 
@@ -137,6 +141,20 @@ class ReadPostgres(Source):
 
     def _what(self) -> str:
         return f"table {self.config.table!r}" if self.config.table else "query"
+
+    def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
+        url = _url(self.config)
+        con = connect(url, autocommit=True)
+        try:
+            cur = con.cursor()
+            try:
+                cur.execute(minmax_sql(self._base_query(con, url), quote_ident("postgres", column)))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            con.close()
+        return None if row is None or row[0] is None else (row[0], row[1])
 
     def _base_query(self, con: Any, url: DbUrl) -> str:
         cfg = self.config
@@ -296,6 +314,10 @@ class _PgBackend(Backend):
     def execute(self, sql: str) -> None:
         self.cur.execute(sql)
 
+    def run(self, sql: str) -> int:
+        self.cur.execute(sql)
+        return max(int(self.cur.rowcount), 0)
+
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         self.cur.execute(sql, params)
         return list(self.cur.fetchall())
@@ -328,7 +350,15 @@ class _PgBackend(Backend):
         )
         return [str(r[0]) for r in rows]
 
-    def load(self, schema: str | None, table: str, batches: Iterator[pa.RecordBatch], types: dict[str, str]) -> int:
+    def load(
+        self,
+        schema: str | None,
+        table: str,
+        batches: Iterator[pa.RecordBatch],
+        types: dict[str, str],
+        *,
+        temporary: bool = False,
+    ) -> int:
         import pyarrow as pa
 
         first = next(batches, None)
@@ -347,7 +377,10 @@ class _PgBackend(Backend):
                 yield out
 
         reader = pa.RecordBatchReader.from_batches(fixed.schema, stream())
-        self.cur.adbc_ingest(table, reader, mode="append", db_schema_name=schema)
+        if temporary:  # ADBC looks a temporary table up in pg_temp only when told so
+            self.cur.adbc_ingest(table, reader, mode="append", temporary=True)
+        else:
+            self.cur.adbc_ingest(table, reader, mode="append", db_schema_name=schema)
         return count
 
     def begin(self) -> None:
@@ -395,10 +428,13 @@ def _fit(batch: pa.RecordBatch, types: dict[str, str]) -> pa.RecordBatch:
     "write_postgres",
     kind="sink",
     config=WritePostgresConfig,
-    summary="Load into a PostgreSQL table with binary COPY (ADBC): append, or replace atomically.",
+    summary=(
+        "Load into a PostgreSQL table with binary COPY (ADBC): append, replace atomically, merge (upsert), "
+        "scd2 history, delete_insert."
+    ),
     example=(
         "- name: write_postgres\n  config:\n    url: ${PG_URL}\n    table: analytics.orders\n"
-        "    write_disposition: replace"
+        "    write_disposition: merge\n    primary_key: [order_id]"
     ),
     since="0.2.0",
 )

@@ -16,13 +16,20 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.data import OxiData
 from oxiflow.errors import DataError, RunCancelled
-from oxiflow.oxi import OxiConfig, Sink, Source, StepContext, oxi
+from oxiflow.oxi import Sink, Source, StepContext, oxi
+from oxiflow.oxis.databases.dispositions import DispositionConfig, oxi_md5
 from oxiflow.oxis.databases.sqlsink import Backend, load_committed, missing_table_error, to_json_strings, write_table
-from oxiflow.oxis.databases.sqlsource import SqlSourceConfig, incremental_query, interleave, partition_queries
+from oxiflow.oxis.databases.sqlsource import (
+    SqlSourceConfig,
+    incremental_query,
+    interleave,
+    minmax_sql,
+    partition_queries,
+)
 from oxiflow.oxis.databases.sqltypes import qualified, quote_ident, split_table
 
 if TYPE_CHECKING:
@@ -34,13 +41,11 @@ class ReadSqliteConfig(SqlSourceConfig):
     """SQLite database file (opened read-only); relative paths start at the pipeline's folder."""
 
 
-class WriteSqliteConfig(OxiConfig):
+class WriteSqliteConfig(DispositionConfig):
     database: str
     """SQLite database file (created when missing)."""
     table: str
     """Target table (`main.orders` or `orders`)."""
-    write_disposition: Literal["append", "replace"] = "append"
-    """`append` adds the rows (new input columns are added); `replace` swaps in a new table atomically."""
     create_schema: bool = False
     """SQLite has no schemas to create (a schema is an attached database): kept for symmetry, must stay false."""
 
@@ -71,21 +76,37 @@ def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
 class ReadSqlite(Source):
     config: ReadSqliteConfig
 
+    def _base_query(self, db: _SqliteBackend) -> str:
+        cfg = self.config
+        if cfg.query is not None:
+            return cfg.query
+        assert cfg.table is not None
+        schema, table = split_table(cfg.table)
+        if db.columns(schema, table) is None:
+            raise missing_table_error(db, cfg.table)
+        return f"SELECT * FROM {qualified('sqlite', schema, table)}"
+
+    def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
+        """Dates and timestamps come back as the text SQLite stores (engine/checkpoints.py parses ISO text)."""
+        path = ctx.input_path(self.config.database)
+        con = _open(path, readonly=True)
+        try:
+            row = con.execute(
+                minmax_sql(self._base_query(_SqliteBackend(con, str(path))), quote_ident("sqlite", column))
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise DataError(f"reading {self.config.table or 'query'} of {path} failed: {exc}", file=str(path)) from None
+        finally:
+            con.close()
+        return None if row is None or row[0] is None else (row[0], row[1])
+
     def read(self, ctx: StepContext) -> OxiData:
         cfg = self.config
         path = ctx.input_path(cfg.database)
         con = _open(path, readonly=True)
         db = _SqliteBackend(con, str(path))
         try:
-            if cfg.query is not None:
-                base = cfg.query
-            else:
-                assert cfg.table is not None
-                schema, table = split_table(cfg.table)
-                if db.columns(schema, table) is None:
-                    raise missing_table_error(db, cfg.table)
-                base = f"SELECT * FROM {qualified('sqlite', schema, table)}"
-            base = incremental_query(base, ctx, lambda c: quote_ident("sqlite", c), text_dates=True)
+            base = incremental_query(self._base_query(db), ctx, lambda c: quote_ident("sqlite", c), text_dates=True)
             if ctx.limit_rows is not None:
                 base = f"SELECT * FROM ({base}) LIMIT {int(ctx.limit_rows)}"
             queries = [base]
@@ -264,6 +285,17 @@ class _SqliteBackend(Backend):
     def execute(self, sql: str) -> None:
         self.con.execute(sql)
 
+    def run(self, sql: str) -> int:
+        return max(self.con.execute(sql).rowcount, 0)
+
+    def create_temp(self, table: str, types: dict[str, str]) -> None:
+        # the rowid of a table without INTEGER PRIMARY KEY grows in insert order: it is the load order
+        cols = ", ".join(f"{self.ident(name)} {typ}" for name, typ in types.items())
+        self.execute(f"CREATE TEMP TABLE {self.ident(table)} ({cols})")
+
+    def drop_temp(self, table: str) -> None:
+        self.execute(f"DROP TABLE IF EXISTS temp.{self.ident(table)}")
+
     def columns(self, schema: str | None, table: str) -> dict[str, str] | None:
         prefix = quote_ident("sqlite", schema) + "." if schema else ""
         rows = self.con.execute(f"PRAGMA {prefix}table_info({quote_ident('sqlite', table)})").fetchall()
@@ -280,7 +312,15 @@ class _SqliteBackend(Backend):
     def create_schema(self, schema: str) -> None:
         raise DataError("SQLite has no schemas to create", hint="set create_schema: false, or use a bare table name")
 
-    def load(self, schema: str | None, table: str, batches: Iterator[pa.RecordBatch], types: dict[str, str]) -> int:
+    def load(
+        self,
+        schema: str | None,
+        table: str,
+        batches: Iterator[pa.RecordBatch],
+        types: dict[str, str],
+        *,
+        temporary: bool = False,
+    ) -> int:
         count = 0
         for batch in batches:
             cols = ", ".join(quote_ident("sqlite", n) for n in batch.schema.names)
@@ -341,8 +381,14 @@ def _python(col: pa.Array) -> list[Any]:
     "write_sqlite",
     kind="sink",
     config=WriteSqliteConfig,
-    summary="Write into a SQLite table (executemany in one transaction): append, or replace atomically.",
-    example="- name: write_sqlite\n  config:\n    database: app.db\n    table: orders\n    write_disposition: replace",
+    summary=(
+        "Write into a SQLite table (executemany in one transaction): append, replace atomically, merge (upsert), "
+        "scd2 history, delete_insert."
+    ),
+    example=(
+        "- name: write_sqlite\n  config:\n    database: app.db\n    table: orders\n"
+        "    write_disposition: merge\n    primary_key: [id]"
+    ),
     since="0.2.0",
 )
 class WriteSqlite(Sink):
@@ -362,11 +408,12 @@ class WriteSqlite(Sink):
         cfg = self.config
         path = ctx.output_path(cfg.database)
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = _SqliteBackend(_open(path, readonly=False), str(path))
+        con = _open(path, readonly=False)
+        # SQLite has no md5: scd2's row hash calls this one (hashlib, so the same value on every run)
+        con.create_function("oxi_md5", 1, oxi_md5, deterministic=True)
+        db = _SqliteBackend(con, str(path))
         try:
-            write_table(
-                db, data, ctx, table=cfg.table, disposition=cfg.write_disposition, create_schema=cfg.create_schema
-            )
+            write_table(db, data, ctx, table=cfg.table, options=cfg, create_schema=cfg.create_schema)
         except (DataError, RunCancelled):
             raise
         except sqlite3.Error as exc:

@@ -17,10 +17,16 @@ table -> SQL in the same transaction":
   the staging table is loaded and committed first, then swapped with one ``RENAME TABLE``
   (atomic); a killed run leaves at most a stale staging table, which the next run drops.
 
-A later disposition (``merge``, ``delete_insert``, ``scd2``) sets ``staging = True`` and
-implements :meth:`Disposition.finish` with its SQL (``INSERT ... ON CONFLICT``, ``DELETE ...
-USING`` + ``INSERT``) over the loaded staging table and the target; the loading, the type
-mapping, the transaction and the error handling stay here.
+- ``merge``, ``scd2`` and ``delete_insert`` (:class:`Applied`) load a **temporary** staging table
+  (with a load-order column), make sure the target has every input column plus the disposition's
+  system columns (``_oxi_load_id``, the scd2 columns), and run the statements of
+  :mod:`oxiflow.oxis.databases.dispositions` for the backend's dialect -- the same plans as
+  ``write_duckdb`` -- then drop the staging tables, all before the commit. PostgreSQL and SQLite:
+  one transaction from the DDL to the load marker. MySQL/MariaDB: creating or widening the target is
+  DDL and commits on its own (first, before any row changes); temporary tables are created and
+  dropped without a commit, so the load, every statement and the marker are one InnoDB transaction.
+
+The loading, the type mapping, the transaction and the error handling stay here.
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ from oxiflow.data import OxiData
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.incremental import crash_point
 from oxiflow.oxi import Sink
+from oxiflow.oxis.databases.dispositions import (
+    DIALECTS,
+    LOAD_ORDER_COLUMN,
+    DispositionConfig,
+    check_input_columns,
+    load_time,
+    reserved,
+    statements,
+    system_columns,
+)
 from oxiflow.oxis.databases.sqltypes import SqlDialect, qualified, quote_ident, split_table, sql_type
 
 if TYPE_CHECKING:
@@ -66,6 +82,10 @@ class Backend(ABC):
     def execute(self, sql: str) -> None: ...
 
     @abstractmethod
+    def run(self, sql: str) -> int:
+        """Execute a DML statement; the number of rows it changed."""
+
+    @abstractmethod
     def columns(self, schema: str | None, table: str) -> dict[str, str] | None:
         """Column name -> database type of an existing table, or None when there is no such table."""
 
@@ -74,8 +94,17 @@ class Backend(ABC):
         """The tables of ``schema`` (or the default one), for a did-you-mean."""
 
     @abstractmethod
-    def load(self, schema: str | None, table: str, batches: Iterator[pa.RecordBatch], types: dict[str, str]) -> int:
-        """Bulk-load the batches into an existing table (``types``: its column types); return the rows."""
+    def load(
+        self,
+        schema: str | None,
+        table: str,
+        batches: Iterator[pa.RecordBatch],
+        types: dict[str, str],
+        *,
+        temporary: bool = False,
+    ) -> int:
+        """Bulk-load the batches into an existing table (``types``: its column types; ``temporary``: a
+        table of :meth:`create_temp`); return the rows."""
 
     @abstractmethod
     def begin(self) -> None: ...
@@ -97,17 +126,37 @@ class Backend(ABC):
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.ident(schema)}")
 
     def create_table(self, schema: str | None, table: str, arrow: pa.Schema) -> dict[str, str]:
-        types = {f.name: sql_type(self.dialect, f.type, f.name) for f in arrow}
-        cols = ", ".join(f"{self.ident(name)} {typ}" for name, typ in types.items())
-        self.execute(f"CREATE TABLE {self.q(schema, table)} ({cols})")
+        types = self.types(arrow)
+        self.create_typed(schema, table, types)
         return types
 
+    def types(self, arrow: pa.Schema | list[pa.Field]) -> dict[str, str]:
+        """Column name -> the column type this database gets for each Arrow field."""
+        return {f.name: sql_type(self.dialect, f.type, f.name) for f in arrow}
+
+    def create_typed(self, schema: str | None, table: str, types: dict[str, str]) -> None:
+        cols = ", ".join(f"{self.ident(name)} {typ}" for name, typ in types.items())
+        self.execute(f"CREATE TABLE {self.q(schema, table)} ({cols})")
+
     def add_columns(self, schema: str | None, table: str, fields: list[pa.Field]) -> dict[str, str]:
-        added = {}
-        for f in fields:
-            added[f.name] = sql_type(self.dialect, f.type, f.name)
-            self.execute(f"ALTER TABLE {self.q(schema, table)} ADD COLUMN {self.ident(f.name)} {added[f.name]}")
+        added = self.types(fields)
+        self.add_typed(schema, table, added)
         return added
+
+    def add_typed(self, schema: str | None, table: str, types: dict[str, str]) -> None:
+        for name, typ in types.items():
+            self.execute(f"ALTER TABLE {self.q(schema, table)} ADD COLUMN {self.ident(name)} {typ}")
+
+    def create_temp(self, table: str, types: dict[str, str]) -> None:
+        """A temporary staging table whose rows keep their load order (``dialect.load_order``): here an
+        identity column ``_oxi_row`` filled as the rows arrive (SQLite overrides: its ``rowid`` is that)."""
+        cols = ", ".join(f"{self.ident(name)} {typ}" for name, typ in types.items())
+        order = f"{self.ident(LOAD_ORDER_COLUMN)} bigint GENERATED ALWAYS AS IDENTITY"
+        self.execute(f"CREATE TEMP TABLE {self.ident(table)} ({order}, {cols})")
+
+    def drop_temp(self, table: str) -> None:
+        """Drop a temporary table if there is one (never a permanent table of that name)."""
+        self.execute(f"DROP TABLE IF EXISTS pg_temp.{self.ident(table)}")
 
     def fetch(self, sql: str) -> list[tuple[object, ...]]:
         """Rows of a SELECT (the load protocol's marker lookups)."""
@@ -122,32 +171,136 @@ class Backend(ABC):
         self.execute(f"ALTER TABLE {self.q(schema, staging)} RENAME TO {self.ident(table)}")
 
 
-class Disposition:
-    name: ClassVar[str]
-    staging: ClassVar[bool]
-    """Load into a fresh staging table (True) or straight into the target (False)."""
+class Disposition(ABC):
+    """How a load is applied: :meth:`apply` runs inside the load's transaction and returns the rows loaded."""
 
-    def finish(self, db: Backend, schema: str | None, table: str, staging: str | None) -> None:
-        """SQL run after the load, before the commit (same transaction where the database allows);
-        nothing by default."""
+    name: ClassVar[str]
+
+    def __init__(self, cfg: DispositionConfig) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def apply(self, db: Backend, data: OxiData, ctx: StepContext, schema: str | None, name: str) -> int: ...
+
+    def cleanup(self, db: Backend, schema: str | None, name: str) -> None:
+        """Undo what a rollback does not (MySQL's committed DDL); called after a failure."""
         return None
+
+    def tagged(self, data: OxiData, ctx: StepContext) -> OxiData:
+        """``append``/``replace`` tag rows with the load id in incremental loads (``ctx.load_id``) only."""
+        if ctx.load_id is None or not self.cfg.load_id_column:
+            return data
+        return with_load_id(data, ctx.load_id, self.cfg.load_id_column)
 
 
 class Append(Disposition):
     name = "append"
-    staging = False
+
+    def apply(self, db: Backend, data: OxiData, ctx: StepContext, schema: str | None, name: str) -> int:
+        data = self.tagged(data, ctx)
+        existing = db.columns(schema, name)
+        if existing is None:
+            types = db.create_table(schema, name, data.schema)
+        else:
+            new = [f for f in data.schema if f.name not in existing]
+            types = {**existing, **db.add_columns(schema, name, new)}
+        if not db.transactional_ddl:
+            db.commit()  # the DDL is committed anyway; start the load's own transaction
+            db.begin()
+        return db.load(schema, name, _checked(iter(data), ctx), types)
 
 
 class Replace(Disposition):
     name = "replace"
-    staging = True
 
-    def finish(self, db: Backend, schema: str | None, table: str, staging: str | None) -> None:
-        assert staging is not None
-        db.swap(schema, table, staging)
+    def staging(self, name: str) -> str:
+        return (STAGING_PREFIX + name)[:63]  # PostgreSQL's identifier limit
+
+    def apply(self, db: Backend, data: OxiData, ctx: StepContext, schema: str | None, name: str) -> int:
+        data = self.tagged(data, ctx)
+        staging = self.staging(name)
+        db.drop(schema, staging)  # a stale one from a killed MySQL run
+        types = db.create_table(schema, staging, data.schema)
+        if not db.transactional_ddl:
+            db.commit()
+            db.begin()
+        rows = db.load(schema, staging, _checked(iter(data), ctx), types)
+        if not db.transactional_ddl:
+            db.commit()  # MySQL: the staging table is complete; RENAME TABLE swaps it in atomically
+        db.swap(schema, name, staging)
+        return rows
+
+    def cleanup(self, db: Backend, schema: str | None, name: str) -> None:
+        if not db.transactional_ddl:
+            db.drop(schema, self.staging(name))
 
 
-DISPOSITIONS: dict[str, type[Disposition]] = {d.name: d for d in (Append, Replace)}
+class Applied(Disposition):
+    """``merge`` / ``scd2`` / ``delete_insert``: a temporary staging table, then the dialect's statements."""
+
+    name = "applied"
+
+    def staging(self, name: str) -> str:
+        # room for the helper tables' suffixes (`_dedup`, `_filled`) within 63 characters
+        return (STAGING_PREFIX + name)[:56]
+
+    def apply(self, db: Backend, data: OxiData, ctx: StepContext, schema: str | None, name: str) -> int:
+        cfg = self.cfg
+        dialect = DIALECTS[db.dialect]
+        skip = reserved(cfg)  # an input `_oxi_load_id` (a copy of an oxiflow table) is replaced
+        data = _without(data, skip)
+        columns = db.types(data.schema)
+        check_input_columns(cfg, list(columns), name)
+        if LOAD_ORDER_COLUMN in columns:
+            raise DataError(
+                f"the input has a column named {LOAD_ORDER_COLUMN!r}, which write dispositions use for the load order",
+                hint="rename it before the sink",
+            )
+        target_columns = ensure_table(db, schema, name, [*columns.items(), *system_columns(dialect, cfg)])
+        if not db.transactional_ddl:
+            db.commit()  # MySQL: the target's DDL commits anyway; what follows is one transaction
+            db.begin()
+        staging = self.staging(name)
+        self.cleanup(db, schema, name)
+        db.create_temp(staging, columns)
+        rows = db.load(None, staging, _checked(iter(data), ctx), columns, temporary=True)
+        unique = check_keys(db, staging, cfg.primary_key, name, rows) if cfg.primary_key else False
+        load_id = str(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
+        changes: dict[str, int] = {}
+        for label, sql in statements(
+            dialect,
+            cfg,
+            target=db.q(schema, name),
+            staging=staging,
+            columns=columns,
+            target_columns=target_columns,
+            load_id=load_id,
+            load_time=load_time(cfg, ctx.metadata) if cfg.write_disposition == "scd2" else None,
+            unique_keys=unique,
+        ):
+            n = db.run(sql)
+            if label:
+                changes[label] = changes.get(label, 0) + n
+            ctx.check_cancelled()
+        self.cleanup(db, schema, name)
+        ctx.metadata["changes"] = changes
+        if cfg.load_id_column:
+            ctx.metadata["load_id"] = load_id
+        return rows
+
+    def cleanup(self, db: Backend, schema: str | None, name: str) -> None:
+        staging = self.staging(name)
+        for table in (staging, staging + "_dedup", staging + "_filled"):
+            db.drop_temp(table)
+
+
+DISPOSITIONS: dict[str, type[Disposition]] = {
+    "append": Append,
+    "replace": Replace,
+    "merge": Applied,
+    "scd2": Applied,
+    "delete_insert": Applied,
+}
 
 
 def write_table(
@@ -156,16 +309,13 @@ def write_table(
     ctx: StepContext,
     *,
     table: str,
-    disposition: str,
+    options: DispositionConfig,
     create_schema: bool,
 ) -> int:
-    """Load ``data`` into ``table`` of ``db`` with ``disposition``; report rows and table in ``ctx.metadata``."""
+    """Load ``data`` into ``table`` of ``db`` as ``options`` say; report rows and table in ``ctx.metadata``."""
     schema, name = split_table(table)
-    disp = DISPOSITIONS[disposition]()
+    disp = DISPOSITIONS[options.write_disposition](options)
     ctx.on_interrupt(db.cancel)
-    staging: str | None = None
-    if ctx.load_id is not None:
-        data = with_load_id(data, ctx.load_id)
     try:
         db.begin()
         if schema and create_schema:
@@ -175,42 +325,51 @@ def write_table(
                 f"CREATE TABLE {db.q(schema, LOADS_TABLE)} (load_id VARCHAR(64) NOT NULL, pipeline VARCHAR(255), "
                 "step VARCHAR(255) NOT NULL, committed_at VARCHAR(40) NOT NULL)"
             )
-        if disp.staging:
-            staging = (STAGING_PREFIX + name)[:63]  # PostgreSQL's identifier limit
-            db.drop(schema, staging)  # a stale one from a killed MySQL run
-            types = db.create_table(schema, staging, data.schema)
-            target = staging
-        else:
-            target = name
-            existing = db.columns(schema, name)
-            if existing is None:
-                types = db.create_table(schema, name, data.schema)
-            else:
-                new = [f for f in data.schema if f.name not in existing]
-                types = {**existing, **db.add_columns(schema, name, new)}
-        if not db.transactional_ddl:
-            db.commit()  # the DDL is committed anyway; start the load's own transaction
-            db.begin()
-        rows = db.load(schema, target, _checked(iter(data), ctx), types)
-        if not db.transactional_ddl and staging is not None:
-            db.commit()  # MySQL: the staging table is complete; RENAME TABLE swaps it in atomically
-        disp.finish(db, schema, name, staging)
+        rows = disp.apply(db, data, ctx, schema, name)
         if ctx.load_id is not None:
             # the load's marker commits with its rows: recovery asks load_committed() whether it is there
+            text = DIALECTS[db.dialect].literal
             db.execute(
                 f"INSERT INTO {db.q(schema, LOADS_TABLE)} (load_id, pipeline, step, committed_at) VALUES "
-                f"({_text(ctx.load_id)}, {_text(ctx.pipeline)}, {_text(ctx.step_id)}, {_text(_now())})"
+                f"({text(ctx.load_id)}, {text(ctx.pipeline)}, {text(ctx.step_id)}, {text(_now())})"
             )
         ctx.check_cancelled()
         crash_point("before_sink_commit")
         db.commit()
     except BaseException:
         _quietly(db.rollback)
-        if staging is not None and not db.transactional_ddl:
-            _quietly(lambda: db.drop(schema, staging))
+        _quietly(lambda: disp.cleanup(db, schema, name))
         raise
     ctx.metadata.update(rows=rows, table=table, database=db.label)
     return rows
+
+
+def ensure_table(db: Backend, schema: str | None, name: str, wanted: list[tuple[str, str]]) -> list[str]:
+    """Create the target with ``wanted`` (name, SQL type) columns, or add those it lacks; its columns."""
+    existing = db.columns(schema, name)
+    if existing is None:
+        db.create_typed(schema, name, dict(wanted))
+        return [n for n, _ in wanted]
+    added = {n: t for n, t in wanted if n not in existing}
+    db.add_typed(schema, name, added)
+    return [*existing, *added]
+
+
+def check_keys(db: Backend, staging: str, keys: list[str], table: str, rows: int) -> bool:
+    """Fail on a NULL key; whether every key of the load is unique (then the dedup window is skipped)."""
+    cols = ", ".join(db.ident(k) for k in keys)
+    null = " OR ".join(f"{db.ident(k)} IS NULL" for k in keys)
+    got = db.fetch(
+        f"SELECT (SELECT count(*) FROM {db.ident(staging)} WHERE {null}), "
+        f"(SELECT count(*) FROM (SELECT {cols} FROM {db.ident(staging)} GROUP BY {cols}) AS g)"
+    )
+    nulls, distinct = (int(got[0][0]), int(got[0][1])) if got else (0, 0)  # type: ignore[call-overload]
+    if nulls:
+        raise DataError(
+            f"{nulls} row(s) of the load have a NULL in the primary key {keys} of {table!r}",
+            hint="filter them out or fill the key before the sink: a NULL key matches no row",
+        )
+    return distinct == rows
 
 
 class ServerSink(Sink):
@@ -246,9 +405,7 @@ class ServerSink(Sink):
         url = self.url()
         db = self.backend(url, loading=True)
         try:
-            write_table(
-                db, data, ctx, table=cfg.table, disposition=cfg.write_disposition, create_schema=cfg.create_schema
-            )
+            write_table(db, data, ctx, table=cfg.table, options=cfg, create_schema=cfg.create_schema)
         except (DataError, RunCancelled):
             raise
         except Exception as exc:
@@ -263,12 +420,12 @@ class ServerSink(Sink):
             db.close()
 
 
-def with_load_id(data: OxiData, load_id: str) -> OxiData:
+def with_load_id(data: OxiData, load_id: str, column: str = LOAD_ID_COLUMN) -> OxiData:
     """Every row tagged with the load that wrote it (an ``_oxi_load_id`` column, replaced if present)."""
     import pyarrow as pa
 
-    names = [n for n in data.schema.names if n != LOAD_ID_COLUMN]
-    schema = pa.schema([data.schema.field(n) for n in names]).append(pa.field(LOAD_ID_COLUMN, pa.string()))
+    names = [n for n in data.schema.names if n != column]
+    schema = pa.schema([data.schema.field(n) for n in names]).append(pa.field(column, pa.string()))
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in data:
@@ -279,19 +436,32 @@ def with_load_id(data: OxiData, load_id: str) -> OxiData:
     return data.with_batches(batches(), schema)
 
 
+def _without(data: OxiData, names: set[str]) -> OxiData:
+    """``data`` without the columns ``names`` (those the disposition writes itself)."""
+    import pyarrow as pa
+
+    keep = [n for n in data.schema.names if n not in names]
+    if len(keep) == len(data.schema.names):
+        return data
+    schema = pa.schema([data.schema.field(n) for n in keep])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in data:
+            yield pa.RecordBatch.from_arrays([batch.column(n) for n in keep], schema=schema)
+
+    return data.with_batches(batches(), schema)
+
+
 def load_committed(db: Backend, table: str, load_id: str, step: str) -> bool:
     """Whether the load's marker row is in the target's database (so its rows are committed)."""
     schema, _ = split_table(table)
     if db.columns(schema, LOADS_TABLE) is None:
         return False
+    text = DIALECTS[db.dialect].literal
     rows = db.fetch(
-        f"SELECT count(*) FROM {db.q(schema, LOADS_TABLE)} WHERE load_id = {_text(load_id)} AND step = {_text(step)}"
+        f"SELECT count(*) FROM {db.q(schema, LOADS_TABLE)} WHERE load_id = {text(load_id)} AND step = {text(step)}"
     )
     return bool(rows and int(rows[0][0]))  # type: ignore[call-overload]
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _now() -> str:

@@ -104,6 +104,11 @@ def range_where(column: str, lo: Bound, hi: Bound, last: bool, literal: Callable
     return f"{column} >= {literal(lo)} AND {column} < {literal(hi)}"
 
 
+def minmax_sql(base: str, column: str) -> str:
+    """One row: the smallest and largest value of the (quoted) ``column`` over ``base``."""
+    return f"SELECT min({column}), max({column}) FROM ({base}) AS _oxi"
+
+
 def partition_queries(
     base: str,
     column: str,
@@ -113,7 +118,7 @@ def partition_queries(
 ) -> list[str]:
     """``base`` split into range queries on the (quoted) ``column``; ``minmax`` runs a SELECT of
     one row. An empty result (min is NULL) is read as one query."""
-    row = minmax(f"SELECT min({column}), max({column}) FROM ({base}) AS _oxi")
+    row = minmax(minmax_sql(base, column))
     lo, hi = row if row else (None, None)
     if lo is None or hi is None:
         return [base]
