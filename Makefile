@@ -29,9 +29,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(MAKE) -C benchmarks bench PYTHON=$(abspath $(BIN)/python)
 
-# Exactly-once under kill -9: 100 randomized crash trials (takes a few minutes; needs PostgreSQL).
+# Exactly-once under kill -9: every crash point of every sink and disposition, then 100 randomized trials (about 5 minutes; needs PostgreSQL).
 soak: $(STAMP)
-	OXIFLOW_SOAK_TRIALS=100 $(BIN)/python -m pytest -q -p no:randomly tests/e2e/test_incremental_crash.py -k randomized
+	OXIFLOW_SOAK_TRIALS=100 $(BIN)/python -m pytest -q -p no:randomly -n 2 tests/e2e/test_incremental_crash.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
