@@ -6,8 +6,10 @@ dispositions here change part of a dataset folder and keep the rest:
 - ``append``: the load becomes new files ``part-<load id>-<n>.parquet`` (one per partition it
   touches). They are written in a hidden temporary folder next to the dataset, then each is
   renamed into its partition folder: a kill leaves no partial file visible, but a load spanning
-  several partitions can be visible in some of them only until it is rerun (a rerun with the same
-  load id overwrites the same names).
+  several partitions can be visible in some of them only until the next run. In an incremental
+  run (exactly-once protocol, docs/incremental.md) the load's marker is written after the last
+  rename; a load found without its marker is rolled back by removing its files
+  (:func:`dataset_load_committed`), so a kill between the renames never leaves rows twice.
 - ``delete_insert`` (needs ``partition_by``): the partition folders present in the load are
   written in the temporary folder, then each replaces its old folder (rename the old one aside,
   rename the new one in, remove the old one). Per partition that is two renames: a reader listing
@@ -36,9 +38,16 @@ from typing import TYPE_CHECKING
 
 from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, PathEscapeError
+from oxiflow.incremental import crash_point
 from oxiflow.oxi import StepContext, check_inside
 from oxiflow.oxis.databases.dispositions import DUCKDB, MergeOptions, dedup_select, deleted_expr
-from oxiflow.oxis.files.common import atomic_output, remove_stale_temps, temp_sibling
+from oxiflow.oxis.files.common import (
+    atomic_output,
+    file_load_committed,
+    remove_stale_temps,
+    temp_sibling,
+    write_load_marker,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -70,7 +79,7 @@ def write_dataset(
             file=str(target),
             hint="point `path` at a folder (or use write_disposition: replace)",
         )
-    load_id = re.sub(r"[^A-Za-z0-9_.-]", "_", str(ctx.metadata.get("load_id") or ctx.run_id))
+    load_id = _safe(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
     # files are named after the load: a rerun of the same load rewrites the same names
     name = f"part-{load_id}"
     opts = copy_options + (f", FILENAME_PATTERN {literal(name + '-{i}')}" if partition_by else "")
@@ -123,6 +132,9 @@ def write_dataset(
         con.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if ctx.load_id is not None:
+        crash_point("after_publish")
+        write_load_marker(target, ctx.load_id)
     remove_stale_temps(target, started)
     ctx.metadata.update(path=str(target), rows=rows, load_id=load_id)
     ctx.bytes_written += sum(p.stat().st_size for p in target.rglob("*.parquet"))
@@ -191,6 +203,23 @@ def _folder(tmp: Path, partition_by: list[str] | None, name: str) -> Path:
         return tmp
     tmp.mkdir(parents=True, exist_ok=True)
     return tmp / f"{name}.parquet"
+
+
+def dataset_load_committed(target: Path, load_id: str, disposition: str) -> bool:
+    """Whether the load ``load_id`` was published to the dataset ``target`` (its marker is there). An
+    append without its marker may have renamed some of its files in before a kill: they are removed,
+    so that rolling the load back (and reading its rows again) cannot leave them twice. Merge and
+    delete_insert need no undo: applying the same load again gives the same dataset."""
+    if file_load_committed(target, load_id):
+        return True
+    if disposition == "append" and target.is_dir():
+        for f in target.rglob(f"part-{_safe(load_id)}*.parquet"):
+            f.unlink()
+    return False
+
+
+def _safe(name: object) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))
 
 
 def _leaves(root: Path, depth: int) -> list[Path]:

@@ -100,6 +100,14 @@ class WriteParquet(Sink):
     def pushdown_ready(self) -> bool:
         return True
 
+    def load_committed(self, load_id: str, ctx: StepContext) -> bool | None:
+        cfg = self.config
+        if cfg.write_disposition == "replace":
+            return None  # atomic_output's marker answers (LoadProtocol.answers)
+        from oxiflow.oxis.files.datasets import dataset_load_committed
+
+        return dataset_load_committed(ctx.output_path(cfg.path), load_id, cfg.write_disposition)
+
     def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
         return self._write(ctx, query=query, views=views)
 
