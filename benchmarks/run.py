@@ -378,6 +378,178 @@ def case_merge_duckdb(files: dict[str, Path], repeat: int) -> list[Row]:
     return rows
 
 
+# -- validate: 10 typical rules, with and without, against pandera -------------------------------
+
+# The same 10 rules three ways: a validate step, an ODCS contract, a pandera schema.
+VALIDATE_RULES = """\
+        - {column: order_id, not_null: true}
+        - {column: customer_id, not_null: true}
+        - {column: quantity, range: {min: 1, max: 10}}
+        - {column: amount, range: {min: 0, max: 1000}}
+        - {column: currency, enum: [EUR, USD, GBP, JPY]}
+        - {column: status, enum: [placed, shipped, completed, returned, cancelled]}
+        - {column: currency, pattern: '^[A-Z]{3}$'}
+        - {column: status, pattern: '^[a-z]+$'}
+        - {column: order_id, unique: true}
+        - {name: amount_fits_quantity, sql: 'amount <= quantity * 1000'}
+"""
+
+VALIDATE_CONTRACT = """\
+apiVersion: v3.0.2
+kind: DataContract
+id: bench_orders
+version: 1.0.0
+status: active
+schema:
+- name: orders
+  properties:
+  - {name: order_id, logicalType: integer, required: true, unique: true}
+  - {name: customer_id, logicalType: integer, required: true}
+  - {name: quantity, logicalType: integer, logicalTypeOptions: {minimum: 1, maximum: 10}}
+  - {name: amount, logicalType: number, logicalTypeOptions: {minimum: 0, maximum: 1000}}
+  - name: currency
+    logicalType: string
+    logicalTypeOptions: {pattern: '^[A-Z]{3}$'}
+    quality:
+    - {type: library, metric: invalidValues, arguments: {validValues: [EUR, USD, GBP, JPY]}, mustBe: 0}
+  - name: status
+    logicalType: string
+    logicalTypeOptions: {pattern: '^[a-z]+$'}
+    quality:
+    - type: library
+      metric: invalidValues
+      arguments: {validValues: [placed, shipped, completed, returned, cancelled]}
+      mustBe: 0
+  quality:
+  - {type: sql, query: 'SELECT count(*) FROM orders WHERE amount > quantity * 1000', mustBe: 0}
+"""
+
+# What a pandera user would write for the same rules (pandas reads the Parquet file). It runs in
+# benchmarks/.venv-pandera: pandas and numpy stay out of oxiflow's venv. Writes its phase times.
+PANDERA_SCRIPT = """\
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+import pandera.pandas as pa
+t1 = time.perf_counter()
+df = pd.read_parquet(sys.argv[1])
+t2 = time.perf_counter()
+schema = pa.DataFrameSchema(
+    {
+        "order_id": pa.Column(nullable=False, unique=True),
+        "customer_id": pa.Column(nullable=False),
+        "quantity": pa.Column(nullable=True, checks=pa.Check.in_range(1, 10)),
+        "amount": pa.Column(nullable=True, checks=pa.Check.in_range(0, 1000)),
+        "currency": pa.Column(nullable=True, checks=[pa.Check.isin(["EUR", "USD", "GBP", "JPY"]),
+                                                   pa.Check.str_matches(r"^[A-Z]{3}$")]),
+        "status": pa.Column(nullable=True, checks=[
+            pa.Check.isin(["placed", "shipped", "completed", "returned", "cancelled"]),
+            pa.Check.str_matches(r"^[a-z]+$")]),
+    },
+    checks=[pa.Check(lambda d: d["amount"].isna() | d["quantity"].isna() | (d["amount"] <= d["quantity"] * 1000),
+                     name="amount_fits_quantity")],
+)
+schema.validate(df, lazy=True)  # all failures at once, as validate and contract test report them
+t3 = time.perf_counter()
+with open(sys.argv[2], "w") as f:
+    json.dump({"import": t1 - t0, "read": t2 - t1, "check": t3 - t2}, f)
+"""
+
+PANDERA_VENV = HERE / ".venv-pandera"
+
+
+def _pandera_python() -> tuple[Path | None, str]:
+    """The side venv's python with pandera importable, or None and how to make it."""
+    py = PANDERA_VENV / "bin" / "python"
+    make = f"python3 -m venv {PANDERA_VENV} && {PANDERA_VENV}/bin/pip install pandera pandas pyarrow"
+    if not py.exists():
+        return None, f"n/a: no {PANDERA_VENV.name} ({make})"
+    probe = subprocess.run([str(py), "-c", "import pandera.pandas"], capture_output=True, text=True)
+    if probe.returncode:
+        return None, "n/a: pandera does not import: " + " ".join(probe.stderr.strip().splitlines()[-1:])[:160]
+    return py, ""
+
+
+def case_validate(files: dict[str, Path], repeat: int) -> list[Row]:
+    """Issue: 10 typical rules (not null x2, range x2, enum x2, pattern x2, unique key, a cross-column
+    SQL rule) add <= 25% to read_parquet -> write_parquet, and checking them is >= 3x faster than
+    pandera. Runs are interleaved (A B C A B C ...) so drift on a shared machine hits all alike."""
+    n = _n(files)
+    case = f"validate 10 rules ({_rows(files)})"
+    src = files["parquet"]
+    read = f"  - name: read_parquet\n    config: {{path: '{src}'}}\n"
+
+    def write(name: str) -> str:
+        return f"  - name: write_parquet\n    config: {{path: '{OUT / name}', overwrite: true}}\n"
+
+    plain = pipeline(f"validate_none_{n}", read + write("validate_none.parquet"))
+    streamed = pipeline(f"validate_streamed_{n}", read + write("validate_streamed.parquet"))
+    streamed.write_text("settings: {pushdown: false}\n" + streamed.read_text())
+    checked = pipeline(
+        f"validate_{n}",
+        read + "  - name: validate\n    config:\n      rules:\n" + VALIDATE_RULES + write("validate.parquet"),
+    )
+    contract = OUT / "validate_orders.odcs.yaml"
+    contract.write_text(VALIDATE_CONTRACT)
+    script = OUT / "pandera_check.py"
+    script.write_text(PANDERA_SCRIPT)
+    phases = OUT / "pandera_phases.json"
+    pandera_py, why_not = _pandera_python()
+    cmds: dict[str, list[str]] = {
+        "oxiflow, no validate": oxiflow_cmd("run", plain),
+        "oxiflow, no validate (streamed)": oxiflow_cmd("run", streamed),
+        "oxiflow + validate": oxiflow_cmd("run", checked),
+        "oxiflow contract test": oxiflow_cmd("contract", "test", contract, src),
+    }
+    if pandera_py is not None:
+        cmds["pandera"] = [str(pandera_py), str(script), str(src), str(phases)]
+    rows = {tool: Row(case, tool) for tool in [*cmds, *([] if pandera_py else ["pandera"])]}
+    if why_not:
+        rows["pandera"].note = why_not
+    for pipe in (plain, streamed, checked):
+        if why := available(pipe):
+            raise SystemExit(f"validate case: {pipe.name}: {why}")
+    checks: list[float] = []
+    for _ in range(repeat):
+        for tool, cmd in cmds.items():
+            seconds, peak, err = run_once(cmd)
+            if err:
+                raise SystemExit(f"validate case: {tool} failed: {err}")
+            rows[tool].runs.append(seconds)
+            rows[tool].peak_mb = max(rows[tool].peak_mb or 0.0, peak)
+            if tool == "pandera":
+                checks.append(json.loads(phases.read_text())["check"])
+    for r in rows.values():
+        if r.runs:
+            r.seconds = statistics.median(r.runs)
+            print(f"  {case:<22} {r.tool:<32} {r.seconds:7.2f} s {r.peak_mb:7.0f} MB  runs "
+                  f"{[round(t, 2) for t in r.runs]}", flush=True)  # fmt: skip
+    _rate_validate(rows, statistics.median(checks) if checks else None)
+    return list(rows.values())
+
+
+def _rate_validate(rows: dict[str, Row], pandera_check: float | None) -> None:
+    base, streamed = rows["oxiflow, no validate"], rows["oxiflow, no validate (streamed)"]
+    ox, contract, pandera = rows["oxiflow + validate"], rows["oxiflow contract test"], rows["pandera"]
+    if ox.seconds and base.seconds:
+        ratio = ox.seconds / base.seconds  # in the note: the table's ratio column is against DuckDB
+        ox.target = "<= 1.25x the pipeline without validate"
+        ox.passed = ratio <= 1.25
+        ox.note = f"{ratio:.2f}x the pipeline without validate (pushed down to one DuckDB COPY)"
+        if streamed.seconds:
+            ox.note += f", {ox.seconds / streamed.seconds:.2f}x it streamed (settings.pushdown: false)"
+    if pandera.seconds and pandera_check is not None:
+        pandera.note = f"whole process; the check alone (schema.validate) {pandera_check:.2f} s"
+    for r in (contract, ox):
+        if r.seconds and pandera.seconds:
+            speed = pandera.seconds / r.seconds
+            text = f"pandera takes {speed:.1f}x as long (whole process)"
+            r.note = f"{r.note}; {text}" if r.note else text
+            if r is contract:
+                r.target = ">= 3x faster than pandera"
+                r.passed = speed >= 3
+
+
 def case_memory(big: list[Row], small: list[Row]) -> list[Row]:
     """Peak RSS at 10x the rows over peak RSS at 1x: bounded memory means close to 1."""
     rows = []
@@ -509,6 +681,7 @@ def main() -> None:
         "json_duckdb",
         "postgres",
         "merge_duckdb",
+        "validate",
     ]
     ap.add_argument("--only", action="append", choices=cases)
     args = ap.parse_args()
@@ -534,6 +707,8 @@ def main() -> None:
         rows += case_postgres(big, args.repeat)
     if "merge_duckdb" in only:
         rows += case_merge_duckdb(big, args.repeat)
+    if "validate" in only:
+        rows += case_validate(big, args.repeat)
     if "memory" in only:
         small_csv = case_csv(small, args.repeat, rated=False)
         rows += [r for r in small_csv if r.tool.startswith(("oxiflow", "duckdb"))]

@@ -213,6 +213,88 @@ def test_export_import_round_trip(store: StateStore, tmp_path: Path) -> None:
             other.import_({"tables": []})
 
 
+def _fill_every_table(store: StateStore) -> None:
+    """At least one row in every table of the store, the DLQ's and the schema registry's included."""
+    from oxiflow.state.approvals import Registry
+    from oxiflow.state.dlq import DlqTable
+    from oxiflow.state.store import LockRow
+
+    store.start_run("r1", "p", pid=1, host="h", pipeline_file="p.yaml")
+    store.save_steps("r1", [{**_step("src", "source", 3, 2), "position": 0}])
+    load = store.begin_load("p", "sink", run_id="r1")
+    store.set_cursor("p", "src", {"at": "2025-01-02"}, load)
+    store.record_schema("ds", pa.schema([("a", pa.int32())]))
+    store.put_lock_row(LockRow("p", "r1", 42, "h", "2025-01-01T00:00:00Z", "2025-01-01T00:00:05Z"))
+    dlq = DlqTable(store)
+    fp = dlq.save_schema(pa.schema([("a", pa.int32()), ("b", pa.string())]))
+    dlq.insert([
+        {"id": f"d{i}", "pipeline": "p", "run_id": "r1", "step": "validate", "oxi": "validate", "rule": "range(a)",
+         "reason": f"a = {i} must be <= 0", "file": "in.csv", "line": i, "column_name": "a",
+         "raw": json.dumps({"a": i, "b": "x"}), "vals": json.dumps({"a": i}), "schema_fp": fp, "masked": "[]",
+         "created_at": f"2025-01-01T00:00:0{i}Z"}
+        for i in range(1, 4)
+    ])  # fmt: skip
+    dlq.mark_replayed(["d1"], "r2")
+    dlq.record_stats("ds", "r1", pipeline="p", step="validate", row_count=2, null_rate={"a": 0.5}, means={"a": 1.5})
+    registry = Registry(store)
+    registry.request("ds", "fp2", ["field a dropped"], base_version=1, pipeline="p", step="sink", run_id="r1")
+    registry.approve("ds", by="ana", reason="planned")
+    registry.save_settings("ds", compatibility="backward", schema_contract={"columns": "evolve"}, contract=None,
+                           pipeline="p", step="sink")  # fmt: skip
+    registry.save_drift("ds", 1, [{"change": "added", "field": "a"}], "r1")
+
+
+def _catalogue(store: StateStore) -> list[str]:
+    """Every table of the store as its database lists it (not from oxiflow's own list of tables)."""
+    if store.backend == "postgresql":
+        rows = store._read("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    else:
+        rows = store._read("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    return sorted(str(r[0]) for r in rows)
+
+
+def _table_rows(store: StateStore, table: str) -> list[tuple[object, ...]]:
+    return sorted(store._read(f"SELECT * FROM {table}"), key=repr)
+
+
+def test_export_import_carries_every_table(url: str, tmp_path: Path) -> None:
+    """export -> JSON -> import into a fresh store: every table the database has, row for row."""
+    postgres = url.startswith("postgresql")
+    fresh_schema = f"oxistate_{uuid.uuid4().hex[:12]}"
+    fresh = pg_url_with_schema(fresh_schema) if postgres else str(tmp_path / "fresh.db")
+    try:
+        with open_store(url) as store, open_store(fresh) as other:
+            _fill_every_table(store)
+            tables = _catalogue(store)
+            assert {
+                "dlq",
+                "dlq_schemas",
+                "dataset_stats",
+                "schema_approvals",
+                "dataset_settings",
+                "schema_drift",
+            } <= set(tables)
+            doc = json.loads(json.dumps(store.export(), default=str))
+            other.import_(doc)
+            assert _catalogue(other) == tables
+            for table in tables:
+                assert _table_rows(store, table), f"{table} was left empty by the fixture"
+                if table == "schema_version":  # the store's own bookkeeping: applied_at is the fresh store's
+                    continue
+                assert _table_rows(other, table) == _table_rows(store, table), table
+            # --replace empties the DLQ's tables too before loading
+            other.import_({"format": "oxiflow-state", "schema_version": 1, "tables": {}}, replace=True)
+            assert all(not _table_rows(other, t) for t in tables if t != "schema_version")
+            # one pipeline's export: its DLQ rows and stats; DLQ schemas and drift reports always
+            only_q = store.export("q")["tables"]
+            assert only_q["dlq"] == only_q["dataset_stats"] == only_q["schema_approvals"] == []
+            assert len(only_q["dlq_schemas"]) == 1 and len(only_q["schema_drift"]) == 1
+    finally:
+        if postgres:
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{fresh_schema}" CASCADE')
+
+
 def test_pipelines_overview(store: StateStore) -> None:
     store.start_run("r1", "a", pid=1, host="h", pipeline_file=None)
     store.finish_run("r1", {"status": "failed"})

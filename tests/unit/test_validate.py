@@ -442,3 +442,82 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     path.write_text((PIPE % "        - {column: id, not_null: true, unique: true}"), encoding="utf-8")
     with pytest.raises(Exception, match="exactly one of"):
         load_pipeline(path)
+
+
+# Key layouts for the unique rule: each takes the fast path (increasing keys), the DuckDB lookup, or
+# both in turns; the oracle is DuckDB's first occurrence per key in input order (NULL keys pass).
+KEY_LAYOUTS = {
+    "increasing": "rn AS k",
+    "increasing, then earlier keys again": "CASE WHEN rn >= 4200 THEN rn - 4000 ELSE rn END AS k",
+    "increasing with neighbours equal": "rn // 2 AS k",
+    "descending": "5000 - rn AS k",
+    "wrapping, with NULLs": "CASE WHEN rn % 61 = 0 THEN NULL ELSE (rn * 7) % 3100 END AS k",
+    "text": "printf('k%05d', (rn * 13) % 2900) AS k",
+    "floats with NaN and -0.0": "CASE WHEN rn % 500 = 7 THEN 'NaN'::DOUBLE WHEN rn % 700 = 3 THEN -0.0 "
+    "ELSE (rn % 2500) / 4 END AS k",
+    "composite": "[rn % 40, (rn * 3) % 97] AS k",
+}
+
+
+@pytest.mark.parametrize("layout", list(KEY_LAYOUTS))
+@pytest.mark.parametrize("flush_bytes", [64 << 20, 1])
+def test_unique_keeps_the_first_occurrence_across_batches(
+    tmp_path: Path, layout: str, flush_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import oxiflow.contracts.validate as validate
+
+    monkeypatch.setattr(validate, "_FLUSH_BYTES", flush_bytes)  # 1: every batch's keys go to DuckDB at once
+    key = KEY_LAYOUTS[layout]
+    composite = layout == "composite"
+    select = "rn, k[1] AS k1, k[2] AS k2" if composite else "rn, k"
+    src = tmp_path / "in.parquet"
+    duckdb.sql(f"COPY (SELECT {select} FROM (SELECT rn, {key} FROM range(5000) t(rn))) TO '{src}' (FORMAT parquet)")
+    rule = "        - {column: [k1, k2], unique: true}" if composite else "        - {column: k, unique: true}"
+    result = run(tmp_path, (PIPE % rule).replace("max_invalid_ratio: 0.5", "max_invalid_ratio: 1"))
+    assert result.status == "ok", result.error
+    conserved(result)
+    keys = "k1, k2" if composite else "k"
+    expected = duckdb.sql(
+        f"SELECT rn FROM read_parquet('{src}') QUALIFY k{'1' if composite else ''} IS NULL "
+        f"OR row_number() OVER (PARTITION BY {keys} ORDER BY rn) = 1 ORDER BY rn"
+    ).fetchall()
+    got = pq.read_table(tmp_path / "out.parquet").column("rn").to_pylist()
+    assert got == [r[0] for r in expected]
+    assert result.steps[1].rows_rejected == 5000 - len(expected)
+
+
+def test_unique_marks_a_rejected_row_only_when_a_passing_row_took_its_key(tmp_path: Path, store: StateStore) -> None:
+    """A row rejected by another rule is also `unique`-invalid when a passing row before it (earlier batch
+    or the same one) has its key; a passing row far after it (another batch) does not count."""
+    src = tmp_path / "in.parquet"
+    # bad rows (amount -1) at rn % 100 = 50; their key: that of the passing row 10 before (taken), of the
+    # passing row 3000 after (not taken: not seen yet), or a key no passing row has
+    duckdb.sql(f"""COPY (SELECT rn,
+            CASE WHEN rn % 100 <> 50 THEN rn WHEN rn % 300 = 50 THEN rn - 10
+                 WHEN rn % 300 = 150 AND rn < 1900 THEN rn + 3000 ELSE 100000 + rn END AS k,
+            CASE WHEN rn % 100 = 50 THEN -1 ELSE 1 END AS amount
+        FROM range(5000) t(rn)) TO '{src}' (FORMAT parquet)""")
+    rules = "        - {column: amount, range: {min: 0}}\n        - {column: k, unique: true}"
+    result = run(tmp_path, PIPE % rules, store)
+    assert result.status == "ok", result.error
+    records = {r.raw["rn"]: r.rule for r in DlqTable(store).records(run_id=result.run_id)}
+    assert set(records) == {rn for rn in range(5000) if rn % 100 == 50}
+    for rn, rule in records.items():
+        taken = rn % 300 == 50
+        assert rule == ("range(amount), unique(k)" if taken else "range(amount)"), rn
+    # the passing rows whose key a rejected row carried earlier still pass (rejected keys are not remembered)
+    out = set(pq.read_table(tmp_path / "out.parquet").column("rn").to_pylist())
+    assert out == {rn for rn in range(5000) if rn % 100 != 50}
+
+
+def test_dataset_unique_counts_duplicates_across_batches(tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    duckdb.sql(f"COPY (SELECT rn, CASE WHEN rn >= 4500 THEN rn - 4400 ELSE rn END AS k FROM range(5000) t(rn)) "
+               f"TO '{src}' (FORMAT parquet)")  # fmt: skip
+    pipe = PIPE.replace("      rules:\n%s", "      unique: {columns: [k], severity: warn}")
+    result = run(tmp_path, pipe)
+    assert result.status == "ok", result.error
+    check = next(c for c in result.metadata["validate"]["validate"]["checks"] if c["kind"] == "unique")
+    assert check["measured"] == 500 and check["status"] == "warning"  # rn 4500.. repeat keys 100..599
+    result = run(tmp_path, pipe.replace("severity: warn", "severity: error"), name="p2.yaml")
+    assert result.status == "failed" and "500 duplicate key(s)" in str(result.error)

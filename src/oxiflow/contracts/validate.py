@@ -6,10 +6,10 @@ business). Rows failing an ``error`` rule go to the dead-letter queue (``on_inva
 rule(s), the reason, the offending values, the run and step; are dropped (``drop``, counted as
 filtered); or stop the run (``fail``). ``warn`` rules count and log; their rows pass.
 
-``unique`` rules keep the keys already seen in a DuckDB table (``INSERT OR IGNORE ... RETURNING``:
-DuckDB spills it to disk under the step's memory limit): the FIRST occurrence passes, later ones are
-invalid. Only keys of rows that pass the other error rules are remembered, so a rejected row does not
-make its fixed replay a duplicate.
+``unique`` rules keep the keys already seen (``_SeenKeys``): increasing keys pass on two Arrow
+comparisons, others are anti-joined with a DuckDB table of the seen keys (spilled to disk under the
+step's memory limit). The FIRST occurrence passes, later ones are invalid. Only keys of rows that pass
+the other error rules are remembered, so a rejected row does not make its fixed replay a duplicate.
 
 Dataset checks (row count, null rate, unique, references, freshness, custom SQL, the contract's
 aggregate rules) and anomaly checks measure the rows that pass: what the sink would commit. They run
@@ -19,6 +19,7 @@ rows than ``max_invalid_ratio``) fails the step, so no sink downstream commits.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -34,6 +35,7 @@ from oxiflow.errors import ConfigError, DataError
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
 
 if TYPE_CHECKING:
+    import duckdb
     import pyarrow as pa
 
     from oxiflow.contracts.checks import Check
@@ -235,7 +237,8 @@ class RowRule:
     unique: bool = False
     # the same predicate in Arrow compute, for the simple kinds: no copy of the batch into DuckDB
     # (strings are converted on the way in), several times faster; None: DuckDB evaluates it
-    arrow: Callable[[pa.RecordBatch], pa.Array] | None = None
+    arrow: Callable[[_Columns], pa.Array] | None = None
+    encodes: bool = False  # its arrow test dictionary-encodes its column: run it before those that reuse it
 
 
 @dataclass
@@ -275,7 +278,7 @@ def _inline_rule(i: int, r: RuleConfig) -> RowRule:
     col = ident(cols[0]) if cols else ""
     if kind == "not_null":
         rule = RowRule(name, cols, r.severity, "must not be null", predicate=f"{col} IS NOT NULL")
-        rule.arrow = lambda b: b.column(cols[0]).is_valid()
+        rule.arrow = lambda v: v.column(cols[0]).is_valid()
         return rule
     if kind == "range":
         assert r.range is not None
@@ -306,6 +309,7 @@ def _inline_rule(i: int, r: RuleConfig) -> RowRule:
         pred = f"{col} IS NULL OR regexp_matches(CAST({col} AS VARCHAR), {literal(r.pattern)})"
         rule = RowRule(name, cols, r.severity, f"must match {r.pattern!r}", pred)
         rule.arrow = _arrow_pattern(cols[0], r.pattern)
+        rule.encodes = True
         return rule
     if kind == "unique":
         return RowRule(name, cols, r.severity, "must be unique (another row has this key)", unique=True)
@@ -319,17 +323,21 @@ def _null_passes(col: pa.Array, cond: pa.Array) -> pa.Array:
     return pc.fill_null(pc.or_kleene(pc.is_null(col), cond), True)
 
 
-def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[pa.RecordBatch], pa.Array]:
+def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[_Columns], pa.Array]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    @functools.lru_cache(maxsize=8)
     def bound(value: Any, typ: pa.DataType) -> pa.Scalar:
-        if isinstance(value, str) and not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        if isinstance(value, str) and not _is_text(typ):
             return pa.scalar(value).cast(typ)  # dates and timestamps given as ISO strings
-        return pa.scalar(value)
+        try:  # in the column's type when exact (1 for an int32 column): else Arrow casts every row
+            return pa.scalar(value).cast(typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return pa.scalar(value)  # 0.5 against integers, 1e12 against int32: compared as a wider type
 
-    def check(b: pa.RecordBatch) -> pa.Array:
-        col = b.column(column)
+    def check(v: _Columns) -> pa.Array:
+        col = v.column(column)
         conds = []
         if lo is not None:
             conds.append(pc.greater_equal(col, bound(lo, col.type)))
@@ -341,32 +349,67 @@ def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[pa.RecordBatch], pa
     return check
 
 
-def _arrow_enum(column: str, values: list[Any], text: bool) -> Callable[[pa.RecordBatch], pa.Array]:
+def _arrow_enum(column: str, values: list[Any], text: bool) -> Callable[[_Columns], pa.Array]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     value_set = pa.array(values)
 
-    def check(b: pa.RecordBatch) -> pa.Array:
-        col = b.column(column)
-        if text and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+    def check(v: _Columns) -> pa.Array:
+        col = v.column(column)
+        if text and not _is_text(col.type):
             raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
-        return _null_passes(col, pc.is_in(col, value_set=value_set.cast(col.type)))
+        allowed = value_set.cast(col.type)
+        # is_in hashes each row, as an encoding would: reuse one a pattern rule made, never make one
+        return _null_passes(col, v.per_value(column, lambda x: pc.is_in(x, value_set=allowed), encode=False))
 
     return check
 
 
-def _arrow_pattern(column: str, pattern: str) -> Callable[[pa.RecordBatch], pa.Array]:
-    import pyarrow as pa
+def _arrow_pattern(column: str, pattern: str) -> Callable[[_Columns], pa.Array]:
     import pyarrow.compute as pc
 
-    def check(b: pa.RecordBatch) -> pa.Array:
-        col = b.column(column)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+    def check(v: _Columns) -> pa.Array:
+        col = v.column(column)
+        if not _is_text(col.type):
             raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
-        return _null_passes(col, pc.match_substring_regex(col, pattern))  # RE2, as DuckDB's regexp_matches
+        # RE2, as DuckDB's regexp_matches
+        return _null_passes(col, v.per_value(column, lambda x: pc.match_substring_regex(x, pattern)))
 
     return check
+
+
+class _Columns:
+    """One batch's columns for the Arrow tests of the rules.
+
+    A string column whose rows share few values (codes, statuses, currencies: the usual targets of
+    enum and pattern rules) is dictionary-encoded once per batch, and the tests run on its distinct
+    values only: a regular expression per row is by far the costliest rule. A column found to have
+    many distinct values (over 1/8 of the rows) is remembered in ``wide`` and tested row by row
+    from then on, where the encoding would not pay for itself.
+    """
+
+    def __init__(self, batch: pa.RecordBatch, wide: set[str]) -> None:
+        self.batch = batch
+        self.wide = wide
+        self.encoded: dict[str, pa.DictionaryArray] = {}
+
+    def column(self, name: str) -> pa.Array:
+        return self.batch.column(name)
+
+    def per_value(self, name: str, test: Callable[[pa.Array], pa.Array], *, encode: bool = True) -> pa.Array:
+        """``test`` of every row's value: computed on the distinct values when they are few."""
+        import pyarrow.compute as pc
+
+        col = self.column(name)
+        enc = self.encoded.get(name)
+        if enc is None:
+            if not encode or name in self.wide or not _is_text(col.type) or len(col) < 64:
+                return test(col)
+            enc = self.encoded[name] = pc.dictionary_encode(col)
+            if len(enc.dictionary) * 8 > len(col):
+                self.wide.add(name)
+        return pc.take(test(enc.dictionary), enc.indices)
 
 
 def _columns_in(expr: str) -> list[str]:
@@ -403,6 +446,157 @@ def _pii_columns(ds: Dataset | None, extra: list[str]) -> set[str]:
         if (f.classification or "").lower() == "pii" or "pii" in tags or any(t.startswith("pii:") for t in tags):
             out.add(f.column)
     return out
+
+
+# Fast-path keys wait as Arrow arrays; past this many bytes they move to the DuckDB table (which
+# spills to disk under the step's memory limit), so the buffer stays bounded.
+_FLUSH_BYTES = 64 << 20
+
+
+class _SeenKeys:
+    """The keys a unique rule has let through so far: exact across batches, no loop over rows.
+
+    Keys often arrive in increasing order (auto-increment ids, extracts sorted by key). A batch
+    whose candidate keys are strictly increasing and all above the largest key seen so far is
+    unique without any lookup: two vectorised Arrow comparisons. Any other batch (or a composite
+    or unorderable key) is checked in DuckDB: its first occurrences anti-joined with the seen
+    keys' table. Keys admitted on the fast path wait in an Arrow buffer and are appended to that
+    table in bulk when a lookup needs them or the buffer passes ``_FLUSH_BYTES``.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str, columns: list[str], types: dict[str, str]) -> None:
+        self.con = con
+        self.table = table
+        self.columns = columns
+        self.buffer: list[pa.RecordBatch] = []
+        self.buffered = 0
+        self.largest: pa.Scalar | None = None  # of every remembered key, when the key is orderable
+        self.orderable: bool | None = None if len(columns) == 1 else False  # known at the first batch
+        cols = ", ".join(f"{_ident(c)} {types[c]}" for c in columns)
+        con.execute(f"CREATE TEMP TABLE {table} ({cols})")
+
+    def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import pyarrow as pa
+
+        return pa.RecordBatch.from_arrays([batch.column(c) for c in self.columns], names=self.columns)
+
+    def check(self, keys: pa.RecordBatch, ok: pa.Array) -> pa.Array:
+        """TRUE where a row passes: the first occurrence of its key among passing rows, a NULL in
+        the key, or a row rejected by another rule whose key no passing row has taken."""
+        import pyarrow.compute as pc
+
+        has_key = _no_nulls(keys)
+        candidates = ok if has_key is None else pc.and_(ok, has_key)
+        before = self.largest
+        firsts = candidates if self._increasing(keys, candidates) else self._lookup(keys, candidates)
+        new = keys if pc.all(firsts).as_py() else keys.filter(firsts)
+        self._remember(new)
+        passes = firsts if has_key is None else pc.or_(firsts, pc.invert(has_key))
+        rejected = pc.invert(ok) if has_key is None else pc.and_(pc.invert(ok), has_key)
+        if pc.any(rejected).as_py():
+            passes = pc.or_(passes, pc.and_(rejected, pc.invert(self._taken(keys, rejected, new, before))))
+        return passes
+
+    def _increasing(self, keys: pa.RecordBatch, candidates: pa.Array) -> bool:
+        """The fast path's test: candidate keys strictly increasing and above every key seen."""
+        import pyarrow.compute as pc
+
+        col = keys.column(0)
+        if self.orderable is None:
+            self.orderable = _orderable(col.type)
+        if not self.orderable:
+            return False
+        if not pc.all(candidates).as_py():
+            col = col.filter(candidates)
+        n = len(col)
+        if n == 0:
+            return True
+        if n > 1 and not pc.all(pc.less(col.slice(0, n - 1), col.slice(1))).as_py():
+            return False  # NaN compares false: it never takes the fast path
+        return self.largest is None or bool(pc.greater(col[0], self.largest).as_py())
+
+    def _lookup(self, keys: pa.RecordBatch, candidates: pa.Array) -> pa.Array:
+        """First occurrences in the batch of candidate keys not seen before (DuckDB anti-join)."""
+        import pyarrow.compute as pc
+
+        self._flush()
+        index = _row_index(keys.num_rows)
+        frame = _with(keys, oxiflow_i=index, oxiflow_c=candidates)
+        names = ", ".join(f"f.{_ident(c)}" for c in self.columns)
+        self.con.register("oxiflow_validate_keys", frame)
+        try:
+            firsts = self.con.sql(
+                f"SELECT min(f.oxiflow_i) FROM oxiflow_validate_keys f ANTI JOIN {self.table} s ON {self._match()} "
+                f"WHERE f.oxiflow_c GROUP BY {names}"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("oxiflow_validate_keys")
+        return pc.is_in(index, value_set=firsts.column(0).combine_chunks().cast(index.type))
+
+    def _taken(
+        self, keys: pa.RecordBatch, rejected: pa.Array, new: pa.RecordBatch, before: pa.Scalar | None
+    ) -> pa.Array:
+        """Of the rejected rows, TRUE where a passing row (this batch or earlier) has the key."""
+        import pyarrow.compute as pc
+
+        if not self.orderable:
+            return self._in_table(keys, rejected)  # this batch's keys are remembered: one lookup
+        col = keys.column(0)
+        taken = pc.fill_null(pc.is_in(col, value_set=new.column(0)), False)
+        if before is not None:  # only keys up to the largest seen before can be in the table
+            old = pc.and_(rejected, pc.invert(pc.fill_null(pc.greater(col, before), True)))  # NaN: looked up
+            if pc.any(old).as_py():
+                taken = pc.or_(taken, self._in_table(keys, old))
+        return taken
+
+    def _in_table(self, keys: pa.RecordBatch, rows: pa.Array) -> pa.Array:
+        import pyarrow.compute as pc
+
+        self._flush()
+        index = _row_index(keys.num_rows)
+        frame = _with(keys, oxiflow_i=index, oxiflow_c=rows)
+        self.con.register("oxiflow_validate_keys", frame)
+        try:
+            hits = self.con.sql(
+                f"SELECT f.oxiflow_i FROM oxiflow_validate_keys f SEMI JOIN {self.table} s ON {self._match()} "
+                "WHERE f.oxiflow_c"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("oxiflow_validate_keys")
+        return pc.is_in(index, value_set=hits.column(0).combine_chunks().cast(index.type))
+
+    def _match(self) -> str:
+        return " AND ".join(f"s.{_ident(c)} = f.{_ident(c)}" for c in self.columns)
+
+    def _remember(self, new: pa.RecordBatch) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not new.num_rows:
+            return
+        if self.orderable:
+            top = pc.max(new.column(0))
+            if top.is_valid and (self.largest is None or pc.greater(top, self.largest).as_py()):
+                self.largest = top
+        # a copy: the batch's columns may share one allocation with every other column of it, which
+        # a reference to the key column would keep alive (about 5x the keys' own memory)
+        self.buffer.append(pa.RecordBatch.from_arrays([pa.concat_arrays([c]) for c in new.columns], names=self.columns))
+        self.buffered += new.nbytes
+        if self.buffered > _FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self.buffer:
+            return
+        pending = pa.Table.from_batches(self.buffer)
+        self.con.register("oxiflow_validate_seen", pending)
+        try:
+            self.con.execute(f"INSERT INTO {self.table} SELECT * FROM oxiflow_validate_seen")
+        finally:
+            self.con.unregister("oxiflow_validate_seen")
+        self.buffer, self.buffered = [], 0
 
 
 @oxi(
@@ -498,22 +692,20 @@ class _Validation:
         for r in self.rules:  # an sql rule's offending values: the words of its expression that are columns
             r.columns = [c for c in r.columns if c in self.schema.names]
         types = self._duck_types()
-        for i, r in enumerate(self.rules):
-            if r.unique:
-                cols = ", ".join(f"{_ident(c)} {types[c]}" for c in r.columns)
-                keys = ", ".join(_ident(c) for c in r.columns)
-                self.con.execute(f"CREATE TEMP TABLE seen_{i} ({cols}, oxiflow_i BIGINT, PRIMARY KEY ({keys}))")
-        if cfg.unique is not None:
-            cols = ", ".join(f"{_ident(c)} {types[c]}" for c in cfg.unique.columns)
-            keys = ", ".join(_ident(c) for c in cfg.unique.columns)
-            self.con.execute(f"CREATE TEMP TABLE seen_dataset ({cols}, PRIMARY KEY ({keys}))")
-            self.dup_keys = 0
+        self.seen = {
+            i: _SeenKeys(self.con, f"seen_{i}", r.columns, types) for i, r in enumerate(self.rules) if r.unique
+        }
+        self.seen_dataset = (
+            _SeenKeys(self.con, "seen_dataset", cfg.unique.columns, types) if cfg.unique is not None else None
+        )
+        self.dup_keys = 0
         # checked now, not after the whole stream: a typo in an expression fails before any row moves
         probe = __import__("pyarrow").RecordBatch.from_pylist([], schema=self.schema)
+        self.wide: set[str] = set()  # string columns with too many distinct values to encode
         for r in self.rules:
             if r.arrow is not None:
                 try:
-                    r.arrow(probe)
+                    r.arrow(_Columns(probe, set()))
                 except Exception:  # a type Arrow cannot compare this way: DuckDB evaluates the SQL form
                     r.arrow = None
         self._evaluate(probe)
@@ -534,9 +726,10 @@ class _Validation:
         import duckdb
 
         out: dict[int, pa.Array] = {}
-        for i, r in enumerate(self.rules):
+        view = _Columns(batch, self.wide)
+        for i, r in sorted(enumerate(self.rules), key=lambda ir: not ir[1].encodes):
             if r.arrow is not None:
-                out[i] = r.arrow(batch)
+                out[i] = r.arrow(view)
         preds = [(i, r) for i, r in enumerate(self.rules) if r.predicate is not None and r.arrow is None]
         order = [i for i, r in enumerate(self.rules) if r.predicate is not None]
         if not preds:
@@ -566,47 +759,6 @@ class _Validation:
         except duckdb.Error:
             return False
 
-    def _unique(self, i: int, rule: RowRule, batch: pa.RecordBatch, ok: pa.Array) -> pa.Array:
-        """TRUE where the row is the first (passing) occurrence of its key, or has a NULL in it."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        n = batch.num_rows
-        keys = [batch.column(c) for c in rule.columns]
-        index = pa.array(range(n), pa.int64())
-        frame = pa.RecordBatch.from_arrays([*keys, index, ok], names=[*rule.columns, "oxiflow_i", "oxiflow_ok"])
-        cols = ", ".join(_ident(c) for c in rule.columns)
-        not_null = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in rule.columns)
-        self.con.register("oxiflow_validate_keys", frame)
-        try:
-            # RETURNING needs execute(); its rows come back through Arrow (one copy of the row numbers)
-            first = self.con.execute(
-                f"INSERT OR IGNORE INTO seen_{i} SELECT {cols}, min(oxiflow_i) FROM oxiflow_validate_keys "
-                f"WHERE oxiflow_ok AND {not_null} GROUP BY ALL RETURNING oxiflow_i"
-            ).to_arrow_table()
-        finally:
-            self.con.unregister("oxiflow_validate_keys")
-        assert first is not None
-        passes = pc.is_in(index, value_set=first.column(0).combine_chunks().cast(pa.int64()))
-        if not pc.all(ok).as_py():
-            # rows already rejected by another rule were not remembered; they fail this rule only when
-            # their key is taken (by an earlier batch, or a passing row of this one)
-            match = " AND ".join(f"s.{_ident(c)} = k.{_ident(c)}" for c in rule.columns)
-            self.con.register("oxiflow_validate_keys", frame)
-            try:
-                taken = self.con.sql(
-                    f"SELECT k.oxiflow_i FROM oxiflow_validate_keys k SEMI JOIN seen_{i} s ON {match} "
-                    f"WHERE NOT k.oxiflow_ok"
-                ).to_arrow_table()
-            finally:
-                self.con.unregister("oxiflow_validate_keys")
-            taken_rows = pc.is_in(index, value_set=taken.column(0).combine_chunks().cast(pa.int64()))
-            passes = pc.or_(passes, pc.and_(pc.invert(ok), pc.invert(taken_rows)))
-        out = passes
-        for k in keys:
-            out = pc.or_(out, pc.is_null(k))
-        return out
-
     def _check_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -623,7 +775,8 @@ class _Validation:
         )
         for i, r in enumerate(self.rules):
             if r.unique:
-                results[i] = self._unique(i, r, batch, ok)
+                seen = self.seen[i]
+                results[i] = seen.check(seen.keys(batch), ok)
                 if r.severity == "error":
                     ok = pc.and_(ok, results[i])
         for r, arr in zip(self.rules, results, strict=True):
@@ -728,22 +881,12 @@ class _Validation:
 
     def _dataset_unique(self, batch: pa.RecordBatch) -> None:
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        assert self.cfg.unique is not None
-        cols = self.cfg.unique.columns
-        frame = pa.RecordBatch.from_arrays([batch.column(c) for c in cols], names=cols)
-        names = ", ".join(_ident(c) for c in cols)
-        not_null = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in cols)
-        self.con.register("oxiflow_validate_keys", frame)
-        try:
-            row = self.con.execute(f"SELECT count(*) FROM oxiflow_validate_keys WHERE {not_null}").fetchone()
-            inserted = self.con.execute(
-                f"INSERT OR IGNORE INTO seen_dataset SELECT DISTINCT {names} FROM oxiflow_validate_keys "
-                f"WHERE {not_null}"
-            ).fetchone()
-        finally:
-            self.con.unregister("oxiflow_validate_keys")
-        self.dup_keys += int(row[0] if row else 0) - int(inserted[0] if inserted else 0)
+        seen = self.seen_dataset
+        assert seen is not None
+        passes = seen.check(seen.keys(batch), pa.repeat(True, batch.num_rows))  # a NULL in the key passes
+        self.dup_keys += batch.num_rows - (pc.sum(passes).as_py() or 0)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         ctx = self.ctx
@@ -1037,3 +1180,44 @@ def _plain(value: Any) -> Any:
     from oxiflow.contracts.checks import _plain as plain
 
     return plain(value)
+
+
+def _row_index(n: int) -> pa.Array:
+    """0 .. n-1 as an Arrow array, without a Python range."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.indices_nonzero(pa.repeat(True, n))
+
+
+def _with(keys: pa.RecordBatch, **extra: pa.Array) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays([*keys.columns, *extra.values()], names=[*keys.schema.names, *extra])
+
+
+def _no_nulls(keys: pa.RecordBatch) -> pa.Array | None:
+    """TRUE where no key column is NULL; None when no column has a NULL at all."""
+    import pyarrow.compute as pc
+
+    valid = [pc.is_valid(c) for c in keys.columns if c.null_count]
+    return _all_true(valid[0], valid[1:]) if valid else None
+
+
+def _orderable(typ: pa.DataType) -> bool:
+    """Arrow can compare values of this type (the fast path's test)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        empty = pa.array([], typ)
+        pc.less(empty, empty)
+        return True
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError):
+        return False
+
+
+def _is_text(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))

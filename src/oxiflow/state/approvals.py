@@ -45,7 +45,22 @@ APPROVAL_COLUMNS = (
     "requested_at", "approved_by", "approved_at", "reason", "applied_version", "applied_run", "applied_at",
 )  # fmt: skip
 
+SETTINGS_COLUMNS = ("dataset", "compatibility", "schema_contract", "contract", "pipeline", "step", "updated_at")
+DRIFT_COLUMNS = ("dataset", "version", "run_id", "drift", "created_at")
+
+# carried by `oxiflow state export` / `import` with the store's own tables (columns, primary key)
+EXPORT_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "schema_approvals": (APPROVAL_COLUMNS, ("id",)),
+    "dataset_settings": (SETTINGS_COLUMNS, ("dataset",)),
+    "schema_drift": (DRIFT_COLUMNS, ("dataset", "version")),
+}
+
 _READY: weakref.WeakSet[StateStore] = weakref.WeakSet()  # stores whose tables exist (one check per store object)
+
+
+def ensure_tables(store: StateStore) -> None:
+    """Create the registry's tables when missing (what constructing a :class:`Registry` does)."""
+    Registry(store)
 
 
 def fingerprint(schema: pa.Schema) -> str:

@@ -33,6 +33,14 @@ DLQ_COLUMNS = (
     "schema_fp", "masked", "created_at", "replayed_at", "replay_run_id",
 )  # fmt: skip
 STATS_COLUMNS = ("dataset", "run_id", "pipeline", "step", "row_count", "null_rate", "means", "created_at")
+SCHEMA_COLUMNS = ("fingerprint", "schema", "created_at")
+
+# carried by `oxiflow state export` / `import` with the store's own tables (columns, primary key)
+EXPORT_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "dlq_schemas": (SCHEMA_COLUMNS, ("fingerprint",)),
+    "dlq": (DLQ_COLUMNS, ("id",)),
+    "dataset_stats": (STATS_COLUMNS, ("dataset", "run_id")),
+}
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS dlq (

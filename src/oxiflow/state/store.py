@@ -90,6 +90,11 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "locks": (LOCK_COLUMNS, ("pipeline",)),
 }
 
+# Modules whose tables are created on first use, outside the numbered migrations (the DLQ and dataset
+# statistics; the schema registry's approvals, settings and drift). Each has EXPORT_TABLES (as TABLES)
+# and ensure_tables(store): export and import carry their tables after the store's own.
+EXTENSIONS = ("oxiflow.state.dlq", "oxiflow.state.approvals")
+
 # MIGRATIONS[i] brings the store from version i to i + 1. Append only; never edit a released one.
 MIGRATIONS: list[list[str]] = [
     [
@@ -547,23 +552,30 @@ class StateStore:
         return out
 
     def export(self, pipeline: str | None = None) -> dict[str, Any]:
-        """Every table as JSON-ready rows (``pipeline``: only that pipeline's rows; dataset schemas always)."""
+        """Every table as JSON-ready rows, the DLQ's and the schema registry's too (``pipeline``: only that
+        pipeline's rows of tables that name one; dataset schemas, DLQ schemas and drift reports always)."""
         tables: dict[str, list[dict[str, Any]]] = {}
-        for table, (cols, key) in TABLES.items():
-            if pipeline is None or table == "schema_versions":
-                rows = self._read(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {', '.join(key)}")
-            elif table == "step_runs":
-                rows = self._read(
-                    f"SELECT {', '.join('s.' + c for c in cols)} FROM step_runs s JOIN runs r USING (run_id) "
-                    f"WHERE r.pipeline = ? ORDER BY s.run_id, s.step_id",
-                    (pipeline,),
-                )
-            else:
-                rows = self._read(
-                    f"SELECT {', '.join(cols)} FROM {table} WHERE pipeline = ? ORDER BY {', '.join(key)}", (pipeline,)
-                )
+        for table, (cols, key) in _export_tables().items():
+            if table not in TABLES and not self.has_table(table):
+                tables[table] = []  # never used in this store: nothing to carry (and export creates nothing)
+                continue
+            rows = self._export_rows(table, cols, key, pipeline)
             tables[table] = [dict(zip(cols, r, strict=True)) for r in rows]
         return {"format": "oxiflow-state", "schema_version": self.schema_version(), "tables": tables}
+
+    def _export_rows(
+        self, table: str, cols: tuple[str, ...], key: tuple[str, ...], pipeline: str | None
+    ) -> list[tuple[Any, ...]]:
+        order = ", ".join(key)
+        if pipeline is not None and table == "step_runs":
+            return self._read(
+                f"SELECT {', '.join('s.' + c for c in cols)} FROM step_runs s JOIN runs r USING (run_id) "
+                f"WHERE r.pipeline = ? ORDER BY s.run_id, s.step_id",
+                (pipeline,),
+            )
+        if pipeline is not None and "pipeline" in cols:
+            return self._read(f"SELECT {', '.join(cols)} FROM {table} WHERE pipeline = ? ORDER BY {order}", (pipeline,))
+        return self._read(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
 
     def import_(self, doc: dict[str, Any], *, replace: bool = False) -> dict[str, int]:
         """Upsert an :meth:`export` document; ``replace`` empties every table first. One transaction."""
@@ -571,15 +583,18 @@ class StateStore:
             raise StateError("not an oxiflow state export (expected a JSON object with format: oxiflow-state)")
         if int(doc.get("schema_version") or 0) > SCHEMA_VERSION:
             raise StateError(f"the export has schema version {doc['schema_version']}, newer than {SCHEMA_VERSION}")
-        unknown = set(doc["tables"]) - set(TABLES)
+        every = _export_tables()
+        unknown = set(doc["tables"]) - set(every)
         if unknown:
             raise StateError(f"unknown table(s) in the export: {', '.join(sorted(unknown))}")
+        for module in _extensions():  # their tables exist only once used: the import may be their first use
+            module.ensure_tables(self)
         counts: dict[str, int] = {}
         with self.transaction() as tx:
             if replace:
-                for table in reversed(list(TABLES)):
+                for table in reversed(list(every)):
                     tx.execute(f"DELETE FROM {table}")
-            for table, (cols, key) in TABLES.items():
+            for table, (cols, key) in every.items():
                 rows = doc["tables"].get(table) or []
                 sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key) or None
                 conflict = f"DO UPDATE SET {sets}" if sets else "DO NOTHING"
@@ -594,6 +609,12 @@ class StateStore:
                     tx.execute(sql, [row.get(c) for c in cols])
                 counts[table] = len(rows)
         return counts
+
+    def has_table(self, name: str) -> bool:
+        """The table exists (SQLite's catalogue; PostgreSQL: on the search path, i.e. in the store's schema)."""
+        if self.backend == "postgresql":
+            return self._read("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0] is True
+        return bool(self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
     def consistency_problems(self) -> list[str]:
         """Rows that point nowhere; runs still marked running with no lock row."""
@@ -615,6 +636,20 @@ class StateStore:
         sets = ", ".join(f"{c} = ?" for c in values)
         where = " AND ".join(f"{c} = ?" for c in key)
         self._q(conn, f"UPDATE {table} SET {sets} WHERE {where}", [*values.values(), *key.values()])
+
+
+def _extensions() -> list[Any]:
+    import importlib
+
+    return [importlib.import_module(name) for name in EXTENSIONS]
+
+
+def _export_tables() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The store's tables, then those of the EXTENSIONS modules: the order of export and import."""
+    out = dict(TABLES)
+    for module in _extensions():
+        out.update(module.EXPORT_TABLES)
+    return out
 
 
 @contextmanager
