@@ -135,7 +135,8 @@ ORDER_COLUMNS = ("order_id", "customer_id", "product_id", "quantity", "amount", 
 
 def merge_inputs(src: str, out: str) -> None:
     """From the orders Parquet ``src``, in the folder ``out``: base.duckdb (table orders, no index),
-    base_pk.duckdb (the same with PRIMARY KEY (order_id)) and updates.parquet: every 10th order
+    base_pk.duckdb (the same with PRIMARY KEY (order_id)), base_oxi.duckdb (the table as an earlier
+    oxiflow load left it: with its ``_oxi_load_id`` column) and updates.parquet: every 10th order
     changed plus as many new order ids, shuffled (1/5 of the rows: half updates, half new keys)."""
     import duckdb
 
@@ -152,15 +153,16 @@ def merge_inputs(src: str, out: str) -> None:
         f") ORDER BY hash(order_id)) TO {_q(updates)} (FORMAT parquet)"
     )
     con.close()
-    for name, ddl in (("base.duckdb", ""), ("base_pk.duckdb", "PRIMARY KEY")):
+    for name, ddl in (("base.duckdb", ""), ("base_pk.duckdb", "PRIMARY KEY"), ("base_oxi.duckdb", "load id")):
         path = os.path.join(out, name)
         if os.path.exists(path):
             os.remove(path)
         con = duckdb.connect(path)
-        con.execute(f"CREATE TABLE orders AS SELECT * FROM {scan} LIMIT 0")
-        if ddl:
+        rows = f"SELECT *, 'initial-load' AS _oxi_load_id FROM {scan}" if ddl == "load id" else f"SELECT * FROM {scan}"
+        con.execute(f"CREATE TABLE orders AS {rows} LIMIT 0")
+        if ddl == "PRIMARY KEY":
             con.execute("ALTER TABLE orders ADD PRIMARY KEY (order_id)")
-        con.execute(f"INSERT INTO orders SELECT * FROM {scan}")
+        con.execute(f"INSERT INTO orders {rows}")
         con.close()
 
 
