@@ -64,3 +64,75 @@ def test_contract_infer_then_test_and_lint(tmp_path: Path) -> None:
     )
     assert lint.returncode == 0
     assert "$.schema[0].relationships: foreign keys are not checked" in json.loads(lint.stdout)["unsupported"]
+
+
+BENCH_LIKE = r"""apiVersion: v3.0.2
+kind: DataContract
+id: orders
+version: 1.0.0
+status: active
+schema:
+- name: orders
+  properties:
+  - {name: order_id, logicalType: integer, required: true, unique: true}
+  - {name: shuffled_id, logicalType: integer, required: true, unique: true}
+  - {name: quantity, logicalType: integer, logicalTypeOptions: {minimum: 1, maximum: 10}}
+  - {name: currency, logicalType: string, enum: [EUR, USD, GBP], logicalTypeOptions: {pattern: '^[A-Z]{3}$'}}
+  - name: status
+    logicalType: string
+    logicalTypeOptions: {pattern: '^[a-z]+$'}
+    quality:
+    - {type: library, metric: invalidValues, arguments: {validValues: [placed, shipped]}, mustBe: 0}
+"""
+
+
+def test_contract_test_counts_on_planted_parquet(tmp_path: Path) -> None:
+    """The 10 typical rules as the benchmark has them, on violations planted in 20,000 rows: every
+    report format carries the counts DuckDB computes itself."""
+    import duckdb
+
+    data = tmp_path / "orders.parquet"
+    con = duckdb.connect()
+    con.execute(
+        """CREATE TABLE orders AS SELECT
+             CASE WHEN i % 997 = 0 THEN i - 1 WHEN i % 1009 = 0 THEN NULL ELSE i END AS order_id,
+             (i * 7919) % 20011 + CASE WHEN i % 2003 = 0 THEN 1 ELSE 0 END AS shuffled_id,
+             CASE WHEN i % 89 = 0 THEN NULL ELSE i % 12 END AS quantity,
+             ['EUR', 'USD', 'usd', 'GBP', NULL, 'JPY'][1 + i % 6] AS currency,
+             ['placed', 'shipped', 'Done', ''][1 + i % 4] AS status
+           FROM range(1, 20001) r(i)"""
+    )
+    con.execute(f"COPY orders TO '{data}' (FORMAT parquet, ROW_GROUP_SIZE 4096)")
+    (tmp_path / "orders.odcs.yaml").write_text(BENCH_LIKE)
+    q = lambda sql: con.execute(sql).fetchone()[0]  # type: ignore[index]  # noqa: E731
+    expected = {
+        "orders.order_id.required": q("SELECT count(*) FROM orders WHERE order_id IS NULL"),
+        "orders.order_id.unique": q("SELECT count(order_id) - count(DISTINCT order_id) FROM orders"),
+        "orders.shuffled_id.required": 0,
+        "orders.shuffled_id.unique": q("SELECT count(*) - count(DISTINCT shuffled_id) FROM orders"),
+        "orders.quantity.minimum": q("SELECT count(*) FROM orders WHERE quantity < 1"),
+        "orders.quantity.maximum": q("SELECT count(*) FROM orders WHERE quantity > 10"),
+        "orders.currency.enum": q("SELECT count(*) FROM orders WHERE currency NOT IN ('EUR', 'USD', 'GBP')"),
+        "orders.currency.pattern": q("SELECT count(*) FROM orders WHERE NOT regexp_full_match(currency, '[A-Z]{3}')"),
+        "orders.status.pattern": q("SELECT count(*) FROM orders WHERE NOT regexp_full_match(status, '[a-z]+')"),
+        "orders.status.quality[0]": q("SELECT count(*) FROM orders WHERE status NOT IN ('placed', 'shipped')"),
+    }
+    assert all(n > 0 for k, n in expected.items() if k != "orders.shuffled_id.required")  # violations planted
+
+    junit = tmp_path / "r.xml"
+    run = oxiflow("contract", "test", "orders.odcs.yaml", str(data), "--json", "--junit", str(junit), cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["rows"] == 20000
+    assert {c["id"]: c["measured"] for c in doc["checks"] if c["kind"] not in ("presence", "type")} == expected
+    failed = {c["id"] for c in doc["checks"] if c["status"] == "failed"}
+    assert failed == set(expected) - {"orders.shuffled_id.required"}
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == str(len(failed))
+
+    text = oxiflow("contract", "test", "orders.odcs.yaml", str(data), cwd=tmp_path)
+    assert text.returncode == 1
+    pattern = expected["orders.currency.pattern"]
+    assert f"  FAIL currency matches ^[A-Z]{{3}}$ — {pattern} of 20000 rows fail" in text.stdout.splitlines()
+    unique = expected["orders.order_id.unique"]
+    assert f"  FAIL order_id is unique — measured {unique}, mustBe 0" in text.stdout.splitlines()

@@ -9,8 +9,17 @@ Three kinds of check:
 - **aggregate** checks (unique, primary key, row count, null/missing/invalid/duplicate metrics,
   SQL quality rules, freshness) measure one value and compare it with the rule's bound.
 
-:func:`run_checks` evaluates every row check and every aggregate in ONE scan of the relation
-(``count_if(NOT predicate)`` per row check), then the SQL rules (each their own query).
+:func:`evaluate` measures every row check and every aggregate in ONE scan of the relation
+(``count_if(NOT predicate)`` per row check), then the SQL rules (each their own query). When the
+caller says columns can be read one at a time cheaply (Parquet, DuckDB tables: ``narrow_scans``),
+three shortcuts take the costly checks out of that scan; each gives the very number the scan would:
+
+- checks on one low-cardinality string column (pattern, enum, length, counted metrics) are
+  measured once per distinct value, weighted by its row count (a regex runs 5 times, not 5M);
+- a unique or primary key that is strictly increasing in one ordered pass (``lag``) has no
+  duplicates, so ``count(DISTINCT ...)`` (a hash of every key) is skipped;
+- with ``metadata_stats`` (Parquet), ``required`` and range checks that min/max/null counts prove
+  are settled by those aggregates, which DuckDB answers from the file's metadata.
 :func:`row_masks` gives the later ``validate`` step the same row predicates as boolean arrays
 over an Arrow batch, so enforcement and ``contract test`` cannot disagree.
 """
@@ -53,6 +62,15 @@ class Check:
     unit: str = "rows"
     static_failure: str | None = None
     schema_only: bool = False
+    # Hints for the shortcuts of :func:`evaluate` (each optional; ``predicate``/``aggregate`` stay
+    # the reference). ``text_column``: the one string column this check reads, so it can be
+    # measured per distinct value. ``counted``: for counted metrics, the condition of a counted row
+    # (``aggregate`` is its count, or percent). ``key``: the key whose repeats ``aggregate`` counts.
+    # ``proof``: an aggregate that, when TRUE, proves no row fails this row check.
+    text_column: str | None = None
+    counted: str | None = None
+    key: str | None = None
+    proof: str | None = None
 
 
 @dataclass
@@ -105,11 +123,12 @@ def compile_checks(ds: Dataset, shape: DataShape, sla: list[SlaProperty] | None 
                 None,
                 "primary_key",
                 f"primary key ({', '.join(cols)}) is unique",
-                aggregate=f"count(*) - count(DISTINCT {tup})",
+                aggregate=f"count(*) - count(DISTINCT {tup})",  # a row tuple is never NULL: count(*) rows
+                key=tup,
             )
         )
     for i, rule in enumerate(ds.quality):
-        check = _quality_check(ds, None, None, rule, f"{ds.name}.quality[{i}]")
+        check = _quality_check(ds, None, None, rule, f"{ds.name}.quality[{i}]", None)
         if check:
             checks.append(check)
     for i, s in enumerate(sla or []):
@@ -137,6 +156,8 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
     col = ident(f.column)
     actual = shape.schema.field(f.column).type
     logical = normalize_logical(f.logical_type)
+    # strings only: grouping floats would merge -0.0 with 0.0, which CAST(... AS VARCHAR) tells apart
+    text_column = f.column if family(actual) == "string" and shape.duck_types.get(f.column) == "VARCHAR" else None
     value = col  # the expression constraints compare: the column, or its values cast to the declared type
     if shape.sniffed and logical and not accepts(logical, actual):
         if logical == "string":
@@ -152,6 +173,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                     "type",
                     f"{f.name} values are {logical}",
                     predicate=f"{col} IS NULL OR {value} IS NOT NULL",
+                    text_column=text_column,
                 )
             )
         else:
@@ -162,7 +184,14 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
     if f.required:
         out.append(
             Check(
-                f"{base}.required", ds.name, f.name, "required", f"{f.name} is not null", predicate=f"{col} IS NOT NULL"
+                f"{base}.required",
+                ds.name,
+                f.name,
+                "required",
+                f"{f.name} is not null",
+                predicate=f"{col} IS NOT NULL",
+                text_column=text_column,
+                proof=f"count({col}) = count(*)",
             )
         )
     text = value if family(actual) == "string" or value != col else f"CAST({col} AS VARCHAR)"
@@ -178,6 +207,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 "enum",
                 f"{f.name} in {values}",
                 predicate=f"{col} IS NULL OR {target} IN ({', '.join(literal(v) for v in values)})",
+                text_column=text_column,
             )
         )
     if f.pattern:
@@ -189,6 +219,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 "pattern",
                 f"{f.name} matches {f.pattern}",
                 predicate=f"{col} IS NULL OR regexp_matches({text}, {literal(f.pattern)})",
+                text_column=text_column,
             )
         )
     duck_type = (
@@ -198,6 +229,10 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
         bound = getattr(f, attr)
         if bound is None:
             continue
+        limit = _bound(bound, duck_type)
+        # min (or max) within the bound: no row is outside it (NULL data: every row passes)
+        extreme = "min" if attr.endswith("minimum") else "max"
+        proof = f"coalesce({extreme}({col}) {op} {limit}, true)" if value == col and text_column is None else None
         out.append(
             Check(
                 f"{base}.{attr}",
@@ -205,7 +240,9 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 f.name,
                 "range",
                 f"{f.name} {op} {bound}",
-                predicate=f"{col} IS NULL OR {value} {op} {_bound(bound, duck_type)}",
+                predicate=f"{col} IS NULL OR {value} {op} {limit}",
+                text_column=text_column,
+                proof=proof,
             )
         )
     for attr, op in (("min_length", ">="), ("max_length", "<=")):
@@ -220,6 +257,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 "length",
                 f"length({f.name}) {op} {n}",
                 predicate=f"{col} IS NULL OR length({text}) {op} {int(n)}",
+                text_column=text_column,
             )
         )
     if f.unique or (f.primary_key and sum(1 for x in ds.fields if x.primary_key) == 1):
@@ -231,10 +269,11 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 "unique",
                 f"{f.name} is unique",
                 aggregate=f"count({col}) - count(DISTINCT {col})",
+                key=col,
             )
         )
     for i, rule in enumerate(f.quality):
-        check = _quality_check(ds, f, value, rule, f"{base}.quality[{i}]")
+        check = _quality_check(ds, f, value, rule, f"{base}.quality[{i}]", text_column)
         if check:
             out.append(check)
     return out
@@ -277,13 +316,21 @@ def _bound(value: Any, duck_type: str) -> str:
     return literal(value)
 
 
-def _measure(unit: str, count_sql: str) -> str:
+def _measure(unit: str, count_sql: str, rows_sql: str = "count(*)") -> str:
+    """A count as the rule's unit: rows, or percent of ``rows_sql`` (both BIGINT: one result type)."""
     if unit == "percent":
-        return f"CASE WHEN count(*) = 0 THEN 0 ELSE 100.0 * ({count_sql}) / count(*) END"
+        return f"CASE WHEN {rows_sql} = 0 THEN 0 ELSE 100.0 * ({count_sql}) / {rows_sql} END"
     return count_sql
 
 
-def _quality_check(ds: Dataset, f: Field | None, value: str | None, rule: QualityRule, cid: str) -> Check | None:
+def _rows_where(cond: str) -> str:
+    """How many rows ``cond`` holds for (DuckDB's count_if is NULL, not 0, over no rows)."""
+    return f"coalesce(count_if({cond}), 0)"
+
+
+def _quality_check(
+    ds: Dataset, f: Field | None, value: str | None, rule: QualityRule, cid: str, text_column: str | None
+) -> Check | None:
     """A ``library`` or ``sql`` quality rule as a check (``text``/``custom`` rules are not run)."""
     severity = "warning" if rule.severity in ("warning", "warn", "info") else "error"
     common: dict[str, Any] = dict(
@@ -314,17 +361,21 @@ def _quality_check(ds: Dataset, f: Field | None, value: str | None, rule: Qualit
         if not cols:
             return None
         tup = cols[0] if len(cols) == 1 else "(" + ", ".join(cols) + ")"
-        return Check(**common, aggregate=_measure(rule.unit, f"count({tup}) - count(DISTINCT {tup})"))
+        return Check(**common, aggregate=_measure(rule.unit, f"count({tup}) - count(DISTINCT {tup})"), key=tup)
     if col is None or value is None:
         return None
+
+    def counted(cond: str) -> Check:
+        return Check(**common, aggregate=_measure(rule.unit, _rows_where(cond)), counted=cond, text_column=text_column)
+
     if rule.metric == "nullValues":
-        return Check(**common, aggregate=_measure(rule.unit, f"count_if({col} IS NULL)"))
+        return counted(f"{col} IS NULL")
     if rule.metric == "missingValues":
         missing = [v for v in args.get("missingValues") or [None, ""] if v is not None]
         cond = f"{col} IS NULL" + (
             f" OR CAST({col} AS VARCHAR) IN ({', '.join(literal(str(v)) for v in missing)})" if missing else ""
         )
-        return Check(**common, aggregate=_measure(rule.unit, f"count_if({cond})"))
+        return counted(cond)
     if rule.metric == "invalidValues":
         valid = [v for v in args.get("validValues") or [] if v is not None]
         conds = []
@@ -334,7 +385,7 @@ def _quality_check(ds: Dataset, f: Field | None, value: str | None, rule: Qualit
             conds.append(f"NOT regexp_matches(CAST({col} AS VARCHAR), {literal(args['pattern'])})")
         if not conds:
             return None
-        return Check(**common, aggregate=_measure(rule.unit, f"count_if({col} IS NOT NULL AND ({' OR '.join(conds)}))"))
+        return counted(f"{col} IS NOT NULL AND ({' OR '.join(conds)})")
     return None
 
 
@@ -394,47 +445,178 @@ def _sql_rule(query: str, ds: Dataset, view: str) -> str:
     return q
 
 
-def run_checks(con: duckdb.DuckDBPyConnection, relation: str, ds: Dataset, checks: list[Check]) -> list[CheckResult]:
+# Per-value measuring: a string column qualifies when its first rows hold few distinct values.
+_SAMPLE_ROWS = 16_384
+_MAX_DISTINCT_SHARE = 64  # at most 1 distinct value per 64 sampled rows (enums, codes, statuses)
+_ROWS = "oxiflow_rows"  # the row count of each distinct value in a per-value query
+_KEY_PROBE_ROWS = 2048  # a key that is not increasing here is not checked in full for order
+
+
+@dataclass
+class Evaluation:
+    """The results of :func:`evaluate`, in check order, and the relation's row count."""
+
+    results: list[CheckResult]
+    rows: int
+
+
+def run_checks(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    ds: Dataset,
+    checks: list[Check],
+    *,
+    narrow_scans: bool = False,
+    metadata_stats: bool = False,
+) -> list[CheckResult]:
+    """:func:`evaluate`'s results alone."""
+    return evaluate(con, relation, ds, checks, narrow_scans=narrow_scans, metadata_stats=metadata_stats).results
+
+
+def evaluate(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    ds: Dataset,
+    checks: list[Check],
+    *,
+    narrow_scans: bool = False,
+    metadata_stats: bool = False,
+) -> Evaluation:
     """Evaluate ``checks`` over ``relation`` (a table/view name) on ``con``.
 
     The dataset must be queryable by its own name too (SQL rules say ``FROM orders``): the caller
-    creates that view. Row checks and aggregates share one scan.
+    creates that view. Row checks and aggregates share one scan. ``narrow_scans``: reading one
+    column is cheap (Parquet, DuckDB tables, not CSV/JSON, which are parsed whole at each scan), so
+    the shortcuts in the module docstring may add scans of one column each. ``metadata_stats``:
+    min/max/null counts come from file metadata (Parquet). Either way every measured value is the
+    one the single scan gives.
     """
-    results: dict[str, CheckResult] = {}
-    exprs: list[str] = ["count(*)"]
-    slots: dict[str, int] = {}
+    data = [c for c in checks if not c.schema_only and (c.predicate is not None or c.aggregate is not None)]
+    measured: dict[str, Any] = {}
+    parts: list[_Part] = []
+    increasing: set[str] = set()
+    scanned = data
+    if narrow_scans:
+        if metadata_stats:
+            measured = _proven(con, relation, data)
+        parts = _per_value_parts(con, relation, [c for c in data if c.id not in measured])
+        per_value = {c.id for part in parts for c in part.checks}
+        scanned = [c for c in data if c.id not in measured and c.id not in per_value]
+        increasing = _increasing_keys(con, relation, {c.key for c in scanned if c.key is not None})
+    exprs = ["count(*)"] + [_scan_expression(c, increasing) for c in scanned]
+    # the single scan and the per-value queries in one statement (single-row results, cross-joined)
+    queries = [f"SELECT {', '.join(exprs)} FROM {relation}"] + [part.sql for part in parts]
+    row = con.execute("SELECT * FROM " + ", ".join(f"({q}) AS part{i}" for i, q in enumerate(queries))).fetchone()
+    assert row is not None  # aggregates without GROUP BY: one row each
+    rows, values = row[0], iter(row[1:])
+    measured |= {c.id: next(values) for c in [*scanned, *(c for part in parts for c in part.checks)]}
+    return Evaluation([_result(con, ds, c, measured, rows) for c in checks], rows)
+
+
+@dataclass
+class _Part:
+    """A single-row query measuring ``checks``, one column each, in that order."""
+
+    checks: list[Check]
+    sql: str
+
+
+def _scan_expression(c: Check, increasing: set[str]) -> str:
+    """The check's aggregate in the single scan; a key proven increasing has no duplicate to count."""
+    if c.predicate is not None:
+        return _rows_where(f"NOT coalesce({c.predicate}, true)")
+    assert c.aggregate is not None
+    if c.key is not None and c.key in increasing:
+        return _measure(c.unit, "CAST(0 AS BIGINT)")  # the type count(...) - count(DISTINCT ...) has
+    return c.aggregate
+
+
+def _result(con: duckdb.DuckDBPyConnection, ds: Dataset, c: Check, measured: dict[str, Any], rows: int) -> CheckResult:
+    if c.schema_only:
+        return _verdict(c, c.static_failure is None, None, c.static_failure or "")
+    if c.predicate is not None:
+        failing = measured[c.id]
+        return _verdict(c, failing == 0, failing, "" if failing == 0 else f"{failing} of {rows} rows fail")
+    if c.aggregate is not None:
+        value = measured[c.id]
+    elif c.query is not None:
+        try:
+            first = con.execute(_sql_rule(c.query, ds, ident(ds.name))).fetchone()
+        except Exception as exc:  # the contract's own SQL: report it, do not crash the run
+            return CheckResult(c, "error", None, f"the rule's SQL failed: {str(exc).splitlines()[0]}")
+        value = first[0] if first else None
+    else:
+        raise AssertionError(f"check {c.id} has nothing to measure")
+    ok = compare(value, c.operator, c.bound)
+    return _verdict(c, ok, value, "" if ok else _why(c, value))
+
+
+def _proven(con: duckdb.DuckDBPyConnection, relation: str, checks: list[Check]) -> dict[str, int]:
+    """Row checks that min/max/null counts prove pass (0 failing rows); one query that DuckDB
+    answers from Parquet metadata. A check not proven is measured as usual."""
+    candidates = [c for c in checks if c.proof is not None and c.predicate is not None]
+    if not candidates:
+        return {}
+    row = con.execute(f"SELECT {', '.join(str(c.proof) for c in candidates)} FROM {relation}").fetchone()
+    return {c.id: 0 for c, ok in zip(candidates, row or (), strict=True) if ok is True}
+
+
+def _per_value_parts(con: duckdb.DuckDBPyConnection, relation: str, checks: list[Check]) -> list[_Part]:
+    """Checks reading one low-cardinality string column, to measure once per distinct value."""
+    by_column: dict[str, list[Check]] = {}
     for c in checks:
-        if c.schema_only:
-            results[c.id] = _verdict(c, c.static_failure is None, None, c.static_failure or "")
-        elif c.predicate is not None:
-            slots[c.id] = len(exprs)
-            exprs.append(f"count_if(NOT coalesce({c.predicate}, true))")
-        elif c.aggregate is not None:
-            slots[c.id] = len(exprs)
-            exprs.append(c.aggregate)
-    row = con.execute(f"SELECT {', '.join(exprs)} FROM {relation}").fetchone() if len(exprs) > 1 else None
+        if c.text_column is not None and c.text_column != _ROWS and (c.predicate is not None or c.counted is not None):
+            by_column.setdefault(c.text_column, []).append(c)
+    # a column worth grouping has a check that costs per row (not only `required`, a null count)
+    by_column = {col: cs for col, cs in by_column.items() if any(c.kind != "required" for c in cs)}
+    return [_per_value_part(relation, col, by_column[col]) for col in _few_values(con, relation, list(by_column))]
+
+
+def _few_values(con: duckdb.DuckDBPyConnection, relation: str, columns: list[str]) -> list[str]:
+    """The columns whose first rows have at most one distinct value per 64 rows."""
+    if not columns:
+        return []
+    cols = [ident(c) for c in columns]
+    distinct = ", ".join(f"count(DISTINCT {c})" for c in cols)
+    sample = f"(SELECT {', '.join(cols)} FROM {relation} LIMIT {_SAMPLE_ROWS})"
+    row = con.execute(f"SELECT count(*), {distinct} FROM {sample}").fetchone()
+    assert row is not None
+    return [c for c, n in zip(columns, row[1:], strict=True) if n * _MAX_DISTINCT_SHARE <= row[0]]
+
+
+def _per_value_part(relation: str, column: str, checks: list[Check]) -> _Part:
+    """A query over (value, its row count): each check's predicate keeps the column's name, so it
+    runs unchanged on the distinct values, and each failing value counts its rows."""
+    n = ident(_ROWS)
+
+    def rows_where(cond: str) -> str:  # BIGINT, as _rows_where gives
+        return f"CAST(coalesce(sum({n}) FILTER (WHERE {cond}), 0) AS BIGINT)"
+
+    exprs = []
     for c in checks:
-        if c.id in results:
-            continue
-        if c.id in slots:
-            assert row is not None
-            measured = row[slots[c.id]]
-            if c.predicate is not None:
-                ok = measured == 0
-                results[c.id] = _verdict(c, ok, measured, "" if ok else f"{measured} of {row[0]} rows fail")
-            else:
-                ok = compare(measured, c.operator, c.bound)
-                results[c.id] = _verdict(c, ok, measured, "" if ok else _why(c, measured))
-        elif c.query is not None:
-            try:
-                value = con.execute(_sql_rule(c.query, ds, ident(ds.name))).fetchone()
-            except Exception as exc:  # the contract's own SQL: report it, do not crash the run
-                results[c.id] = CheckResult(c, "error", None, f"the rule's SQL failed: {str(exc).splitlines()[0]}")
-                continue
-            measured = value[0] if value else None
-            ok = compare(measured, c.operator, c.bound)
-            results[c.id] = _verdict(c, ok, measured, "" if ok else _why(c, measured))
-    return [results[c.id] for c in checks]
+        if c.predicate is not None:
+            exprs.append(rows_where(f"NOT coalesce({c.predicate}, true)"))
+        else:
+            assert c.counted is not None
+            exprs.append(_measure(c.unit, rows_where(str(c.counted)), f"CAST(coalesce(sum({n}), 0) AS BIGINT)"))
+    col = ident(column)
+    values = f"(SELECT {col}, count(*) AS {n} FROM {relation} GROUP BY {col})"
+    return _Part(checks, f"SELECT {', '.join(exprs)} FROM {values}")
+
+
+def _increasing_keys(con: duckdb.DuckDBPyConnection, relation: str, keys: set[str]) -> set[str]:
+    """The keys (column or row tuple) whose non-NULL values are strictly increasing in one pass
+    over the data: then no two are equal, and counting DISTINCT (hashing every key) is not needed.
+    Whatever order DuckDB's window sees, strictly increasing in it proves all keys distinct; a
+    comparison that is not TRUE (an equal key, a tuple with NULLs) only sends the key to the count."""
+
+    def increasing(key: str, source: str) -> bool:
+        pairs = f"SELECT k, lag(k) OVER () AS prev FROM (SELECT {key} AS k FROM {source} WHERE {key} IS NOT NULL)"
+        row = con.execute(f"SELECT count_if(prev IS NOT NULL AND NOT coalesce(k > prev, false)) FROM ({pairs})")
+        return row.fetchone() == (0,)
+
+    probe = f"(SELECT * FROM {relation} LIMIT {_KEY_PROBE_ROWS})"  # shuffled keys fail fast here
+    return {k for k in sorted(keys) if increasing(k, probe) and increasing(k, relation)}
 
 
 def _why(c: Check, measured: Any) -> str:

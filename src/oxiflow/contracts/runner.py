@@ -3,6 +3,9 @@
 The data is queried where it lies when its reader offers a DuckDB scan (CSV, JSON, Parquet) or
 the table is in a DuckDB file (attached read-only); other formats (Avro, Arrow) are spooled once
 into a temporary DuckDB file, so the checks and every SQL rule scan it with bounded memory.
+Columnar data (Parquet, DuckDB tables) lets the checks read single columns on their own, and
+Parquet answers min/max/null counts from its metadata (``checks.evaluate``'s shortcuts); CSV and
+JSON, parsed whole at each scan, get the one scan.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oxiflow.contracts.checks import CheckResult, DataShape, compile_checks, run_checks
+from oxiflow.contracts.checks import CheckResult, DataShape, compile_checks, evaluate
 from oxiflow.contracts.model import Contract
 from oxiflow.engine.duck import ident, literal
 
@@ -62,11 +65,29 @@ class Report:
         }
 
 
+@dataclass
+class OpenedData:
+    """The data at a path as a DuckDB relation, and what reading it costs."""
+
+    con: duckdb.DuckDBPyConnection
+    relation: str
+    sniffed: bool  # types sniffed from text (CSV, JSON)
+    narrow_scans: bool  # one column can be read without the others (not CSV/JSON)
+    metadata_stats: bool  # min/max/null counts come from file metadata (Parquet)
+
+
 @contextlib.contextmanager
 def open_relation(
     path: str, fmt: str | None = None, memory_limit_mb: int = 1024
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, str, bool]]:
     """(connection, relation name, types-were-sniffed) for the data at ``path``; cleans up after."""
+    with open_data(path, fmt, memory_limit_mb) as opened:
+        yield opened.con, opened.relation, opened.sniffed
+
+
+@contextlib.contextmanager
+def open_data(path: str, fmt: str | None = None, memory_limit_mb: int = 1024) -> Iterator[OpenedData]:
+    """The data at ``path`` (file, glob, folder, ``db.duckdb::table``, ``postgresql://...::table``)."""
     from oxiflow.engine.duck import connect
     from oxiflow.pipe.inputs import EXTENSIONS, format_of, open_input, spool_stream
 
@@ -78,7 +99,7 @@ def open_relation(
                 con.execute(f"ATTACH {literal(database)} AS oxiflow_src (READ_ONLY)")
                 parts = [ident(p) for p in table.split(".")]
                 con.execute(f"CREATE TEMP VIEW oxiflow_data AS SELECT * FROM oxiflow_src.{'.'.join(parts)}")
-                yield con, "oxiflow_data", False
+                yield OpenedData(con, "oxiflow_data", sniffed=False, narrow_scans=True, metadata_stats=False)
             finally:
                 con.close()
             return
@@ -86,7 +107,7 @@ def open_relation(
             con = connect(None, str(Path(tmp) / "spool.duckdb"), memory_limit=f"{memory_limit_mb}MB")
             try:
                 spool_stream(con, _postgres_table(database, table).data(), "oxiflow_data")
-                yield con, "oxiflow_data", False
+                yield OpenedData(con, "oxiflow_data", sniffed=False, narrow_scans=True, metadata_stats=False)
             finally:
                 con.close()
             return
@@ -99,7 +120,14 @@ def open_relation(
                 con.execute(f"CREATE TEMP VIEW oxiflow_data AS {scan.sql}")
             else:
                 spool_stream(con, opened.data(), "oxiflow_data")
-            yield con, "oxiflow_data", kind in SNIFFED_FORMATS
+            parquet = scan is not None and kind == "parquet"
+            yield OpenedData(
+                con,
+                "oxiflow_data",
+                sniffed=kind in SNIFFED_FORMATS,
+                narrow_scans=scan is None or parquet,  # spooled: a DuckDB table
+                metadata_stats=parquet,
+            )
         finally:
             con.close()
 
@@ -133,15 +161,17 @@ def run_contract(
 ) -> Report:
     """Check the data at ``data`` against one dataset of ``contract``."""
     ds = contract.dataset(dataset)
-    with open_relation(data, fmt, memory_limit_mb) as (con, relation, sniffed):
-        shape = shape_of(con, relation, sniffed)
+    with open_data(data, fmt, memory_limit_mb) as opened:
+        con, relation = opened.con, opened.relation
+        shape = shape_of(con, relation, opened.sniffed)
         # SQL rules name the dataset (FROM orders, FROM {model}): give the data those names
         for name in {ds.name, ds.physical_name} - {None}:
             con.execute(f"CREATE TEMP VIEW {ident(str(name))} AS SELECT * FROM {relation}")
         checks = compile_checks(ds, shape, contract.sla)
-        results = run_checks(con, relation, ds, checks)
-        row = con.execute(f"SELECT count(*) FROM {relation}").fetchone()
-    return Report(contract.path or "", data, ds.name, row[0] if row else None, results, contract.unsupported)
+        done = evaluate(
+            con, relation, ds, checks, narrow_scans=opened.narrow_scans, metadata_stats=opened.metadata_stats
+        )
+    return Report(contract.path or "", data, ds.name, done.rows, done.results, contract.unsupported)
 
 
 def render_text(report: Report) -> str:
