@@ -39,11 +39,11 @@ PG_URL = os.environ.get("OXIFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.
 
 # Which sinks take each disposition and so are under this suite: adding a sink to a tuple is all it takes
 # to crash-test it (test_disposition_support_is_current fails as a reminder once a sink accepts a
-# disposition it is not listed for). Parquet datasets refuse scd2 by design (docs/dispositions.md).
+# disposition it is not listed for).
 DISPOSITION_SINKS: dict[str, tuple[str, ...]] = {
     "append": ("sqlite", "postgres", "duckdb", "parquet", "parquet_partitioned"),
     "merge": ("duckdb", "postgres", "sqlite", "parquet", "parquet_partitioned"),
-    "scd2": ("duckdb", "postgres", "sqlite"),
+    "scd2": ("duckdb", "postgres", "sqlite", "parquet", "parquet_partitioned"),
 }
 SINK_OXI = {
     "sqlite": "write_sqlite",

@@ -1,8 +1,10 @@
-"""write_parquet append / delete_insert / merge on a (Hive-partitioned) dataset folder: hand-checked
-contents after two or three loads, read back with DuckDB, on both paths (pushed down and streamed)."""
+"""write_parquet append / delete_insert / merge / scd2 on a (Hive-partitioned) dataset folder: hand-checked
+contents after two or three loads, read back with DuckDB, on both paths (pushed down and streamed); scd2
+histories are also compared with write_duckdb's for the same loads (the oracle: the tables' statements)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,11 +205,273 @@ def test_merge_deleting_every_row_of_a_partition_removes_it(tmp_path: Path) -> N
     assert not (ds / "region=eu").exists()
 
 
+# -- scd2 ----------------------------------------------------------------------------------------
+# Three loads of ORDERS: (1) four keys; (2) eu/1 unchanged, eu/2 twice (dedup: the highest ts wins, NULL ->
+# value), us/1 hard-deleted, eu/3 new, us/2 absent; (3) a new column, eu/3 changed, us/1 back, only eu/3 and
+# us/1 present.
+SCD2_LOADS: list[tuple[list[dict[str, Any]], pa.Schema]] = [
+    (
+        [
+            {"region": "eu", "id": 1, "v": "a", "ts": 1},
+            {"region": "eu", "id": 2, "v": None, "ts": 1},
+            {"region": "us", "id": 1, "v": "u", "ts": 1},
+            {"region": "us", "id": 2, "v": "w", "ts": 1},
+        ],
+        ORDERS,
+    ),
+    (
+        [
+            {"region": "eu", "id": 1, "v": "a", "ts": 1},
+            {"region": "eu", "id": 2, "v": "b", "ts": 3},
+            {"region": "eu", "id": 2, "v": "stale", "ts": 2},
+            {"region": "us", "id": 1, "v": "u", "ts": 1, "gone": True},
+            {"region": "eu", "id": 3, "v": "c", "ts": 1},
+        ],
+        ORDERS,
+    ),
+    (
+        [
+            {"region": "eu", "id": 3, "v": "c2", "ts": 5, "note": "n"},
+            {"region": "us", "id": 1, "v": "u", "ts": 6},
+        ],
+        pa.schema([*ORDERS, pa.field("note", pa.string())]),
+    ),
+]
+T1, T2, T3 = (dt.datetime(2024, 3, d) for d in (1, 2, 3))
+
+
+def _scd2_sinks(load: int, partitioned: bool, full_snapshot: bool, load_time: bool = True) -> tuple[str, str]:
+    """(write_parquet config, write_duckdb config) for the same scd2 load ``load`` (0-based)."""
+    when = f", load_time: '2024-03-0{load + 1} 00:00:00'" if load_time else ""
+    common = (
+        f"write_disposition: scd2, primary_key: [region, id], scd2: {{dedup_sort: {{column: ts, order: desc}}, "
+        f"hard_delete: gone, full_snapshot: {str(full_snapshot).lower()}{when}}}"
+    )
+    parts = ", partition_by: [region]" if partitioned else ""
+    return f"{{path: ds{parts}, {common}}}", f"{{database: oracle.duckdb, table: history, {common}}}"
+
+
+def _load_both(
+    folder: Path, n: int, rows: list[dict[str, Any]], schema: pa.Schema, sinks: tuple[str, str], pushdown: bool
+):
+    """The same load through write_parquet and write_duckdb: (parquet run, duckdb run)."""
+    parquet = _load(folder, rows, sinks[0], pushdown, schema)
+    src = folder / f"oracle{n}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), src)
+    path = folder / f"oracle{n}.yaml"
+    path.write_text(
+        f"pipeline:\n  - name: read_parquet\n    config: {{path: {src.name}}}\n"
+        f"  - name: write_duckdb\n    config: {sinks[1]}\n",
+        encoding="utf-8",
+    )
+    oracle = run_plan(load_pipeline(path))
+    assert oracle.status == "ok", oracle.error
+    return parquet, oracle
+
+
+def _histories(folder: Path, partitioned: bool, parquet_runs: list[str], oracle_runs: list[str]):
+    """(dataset rows, table rows) over the table's columns, load ids replaced by the load's number."""
+    con = duckdb.connect(str(folder / "oracle.duckdb"), read_only=True)
+    try:
+        names = [str(r[0]) for r in con.execute("DESCRIBE history").fetchall()]
+        table = con.execute("SELECT * FROM history").fetchall()
+    finally:
+        con.close()
+    scan = (
+        f"read_parquet('{folder / 'ds'}/**/*.parquet', hive_partitioning = {str(partitioned).lower()}, "
+        "union_by_name = true, hive_types_autocast = false)"
+    )
+    got = duckdb.sql(f"SELECT * FROM {scan}")
+    assert sorted(got.columns) == sorted(names)  # the same columns; only their order may differ
+    dataset = duckdb.sql(f"SELECT {', '.join(names)} FROM {scan}").fetchall()
+    at = names.index("_oxi_load_id")
+
+    def normal(rows: list[tuple], runs: list[str]) -> list[tuple]:
+        return sorted(((*r[:at], runs.index(r[at]), *r[at + 1 :]) for r in rows), key=repr)
+
+    return normal(dataset, parquet_runs), normal(table, oracle_runs)
+
+
+@PUSHDOWN
+@pytest.mark.parametrize("full_snapshot", [True, False], ids=["snapshot", "incremental"])
+@pytest.mark.parametrize("partitioned", [True, False], ids=["partitioned", "flat"])
+def test_scd2_history_equals_write_duckdb(
+    tmp_path: Path, pushdown: bool, partitioned: bool, full_snapshot: bool
+) -> None:
+    runs: list[tuple[str, str]] = []
+    for n, (rows, schema) in enumerate(SCD2_LOADS):
+        parquet, oracle = _load_both(tmp_path, n, rows, schema, _scd2_sinks(n, partitioned, full_snapshot), pushdown)
+        runs.append((parquet.run_id, oracle.run_id))
+    dataset, table = _histories(tmp_path, partitioned, [p for p, _ in runs], [o for _, o in runs])
+    assert dataset == table
+    # hand-checked: (region, id, v, _valid_from, _valid_to, _is_current) of every version
+    got = sorted(_read(tmp_path / "ds", "region, id, v, _valid_from, _valid_to, _is_current", "all"), key=repr)
+    us2_closed = T2 if full_snapshot else None  # absent from load 2: closed by a snapshot only
+    eu1_closed = T3 if full_snapshot else None  # absent from load 3
+    eu2_closed = T3 if full_snapshot else None
+    expected = [
+        ("eu", 1, "a", T1, eu1_closed, eu1_closed is None),  # unchanged in load 2: no new version
+        ("eu", 2, None, T1, T2, False),  # NULL -> value is a change
+        ("eu", 2, "b", T2, eu2_closed, eu2_closed is None),  # ts 3 beat "stale" (ts 2)
+        ("eu", 3, "c", T2, T3, False),
+        ("eu", 3, "c2", T3, None, True),
+        ("us", 1, "u", T1, T2, False),  # hard delete: closed, nothing opened
+        ("us", 1, "u", T3, None, True),  # back after the delete: a new version
+        ("us", 2, "w", T1, us2_closed, us2_closed is None),
+    ]
+    assert got == sorted(expected, key=repr)
+    _no_temp_left(tmp_path)
+    _no_temp_left(tmp_path / "ds")
+
+
+@pytest.mark.parametrize(("full_snapshot", "rewritten"), [(True, {"eu", "us"}), (False, {"eu"})])
+def test_scd2_rewrites_the_partitions_it_must(tmp_path: Path, full_snapshot: bool, rewritten: set[str]) -> None:
+    """With full_snapshot every partition can hold a key the load closes: all are rewritten (one folder
+    swap); without, only the partitions present in the load."""
+    sink = _scd2_sinks(0, True, full_snapshot)[0]
+    first = _load(tmp_path, SCD2_LOADS[0][0], sink, True, ORDERS)
+    second = _load(
+        tmp_path, [{"region": "eu", "id": 1, "v": "a2", "ts": 2}], sink.replace("03-01", "03-02"), True, ORDERS
+    )
+    by_region = {f.split("/")[0].removeprefix("region="): f.split("/")[1] for f in _files(tmp_path / "ds")}
+    assert {r for r, f in by_region.items() if second.run_id in f} == rewritten
+    assert {r for r, f in by_region.items() if first.run_id in f} == {"eu", "us"} - rewritten
+
+
+def test_scd2_applying_the_same_load_twice_changes_nothing(tmp_path: Path) -> None:
+    """Why a load published but not marked (killed before its marker) needs no undo: with the same load
+    time the rerun finds every key at its current hash (or already closed) and changes no version."""
+    for partitioned in (True, False):
+        folder = tmp_path / str(partitioned)
+        folder.mkdir()
+        sink = _scd2_sinks(1, partitioned, True)[0]
+        _load(folder, SCD2_LOADS[0][0], _scd2_sinks(0, partitioned, True)[0], True, ORDERS)
+        _load(folder, SCD2_LOADS[1][0], sink, True, ORDERS)
+        columns = "region, id, v, ts, gone, _valid_from, _valid_to, _is_current, _row_hash, _oxi_load_id"
+        once = _read(folder / "ds", columns, "all")
+        _load(folder, SCD2_LOADS[1][0], sink, False, ORDERS)
+        assert _read(folder / "ds", columns, "all") == once
+
+
+@pytest.mark.parametrize("full_snapshot", [True, False], ids=["whole-folder-swap", "partition-swaps"])
+def test_scd2_after_a_kill_between_the_renames_of_a_swap(tmp_path: Path, full_snapshot: bool) -> None:
+    """A kill between "old aside" and "new in" leaves the old data only in the killed run's hidden folder:
+    the next write puts it back before reading the history, so no version is lost (without it the
+    partition would read as empty). The state is the one such a kill leaves, made by the same renames."""
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    for folder in (clean, killed):
+        folder.mkdir()
+        _load(folder, SCD2_LOADS[0][0], _scd2_sinks(0, True, full_snapshot)[0], True, ORDERS)
+    ds = killed / "ds"
+    if full_snapshot:  # atomic_output renamed the whole dataset aside
+        ds.rename(killed / ".ds.oxitmp-20240301T000000-000001-old-abcdef")
+    else:  # _swap_partitions renamed one partition aside
+        aside = killed / ".ds.oxitmp-20240301T000000-000001-abcdef" / "old"
+        aside.mkdir(parents=True)
+        (ds / "region=eu").rename(aside / "region=eu")
+    for folder in (clean, killed):
+        _load(folder, SCD2_LOADS[1][0], _scd2_sinks(1, True, full_snapshot)[0], True, ORDERS)
+    columns = "region, id, v, ts, gone, _valid_from, _valid_to, _is_current, _row_hash"
+    assert _read(killed / "ds", columns, "all") == _read(clean / "ds", columns, "all")
+    _no_temp_left(killed)
+
+
+def test_scd2_default_load_time_is_one_timestamp_per_load(tmp_path: Path) -> None:
+    """Without scd2.load_time the versions of one load share the load's start time (UTC); the history
+    equals write_duckdb's but for those times."""
+    runs: list[tuple[str, str]] = []
+    for n, (rows, schema) in enumerate(SCD2_LOADS):
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        p, o = _load_both(tmp_path, n, rows, schema, _scd2_sinks(n, True, True, load_time=False), True)
+        after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        runs.append((p.run_id, o.run_id))
+        opened = duckdb.sql(
+            f"SELECT DISTINCT _valid_from FROM read_parquet('{tmp_path / 'ds'}/**/*.parquet', union_by_name = true) "
+            f"WHERE _oxi_load_id = '{p.run_id}'"
+        ).fetchall()
+        assert len(opened) == 1 and before <= opened[0][0] <= after
+    dataset, table = _histories(tmp_path, True, [p for p, _ in runs], [o for _, o in runs])
+
+    def timeless(rows: list[tuple]) -> list[tuple]:
+        # _valid_from, _valid_to -> (the load that opened / closed the version), by their order
+        times = sorted({t for r in rows for t in (r[5], r[6]) if t is not None})
+        return sorted(((*r[:5], times.index(r[5]), r[6] and times.index(r[6]), *r[7:]) for r in rows), key=repr)
+
+    assert timeless(dataset) == timeless(table)
+
+
+def test_scd2_input_system_columns_are_replaced(tmp_path: Path) -> None:
+    """An input with `_valid_from` / `_is_current` (a copy of a history) gets the sink's own values."""
+    schema = pa.schema(
+        [("id", pa.int64()), ("v", pa.string()), ("_is_current", pa.bool_()), ("_valid_from", pa.string())]
+    )
+    sink = "{path: ds, write_disposition: scd2, primary_key: [id], scd2: {load_time: '2024-03-01'}}"
+    _load(tmp_path, [{"id": 1, "v": "a", "_is_current": False, "_valid_from": "x"}], sink, True, schema)
+    assert _read(tmp_path / "ds", "id, v, _valid_from, _is_current", "id") == [(1, "a", T1, True)]
+
+
+def test_scd2_on_a_dataset_without_history_is_an_error(tmp_path: Path) -> None:
+    _load(
+        tmp_path,
+        [{"region": "eu", "id": 1, "v": "a"}],
+        "{path: ds, write_disposition: merge, primary_key: [id]}",
+        True,
+        ORDERS,
+    )
+    before = _files(tmp_path / "ds")
+    src = tmp_path / "again.parquet"
+    pq.write_table(pa.Table.from_pylist([{"region": "eu", "id": 1, "v": "b"}], schema=ORDERS), src)
+    path = tmp_path / "scd2.yaml"
+    path.write_text(
+        "pipeline:\n  - name: read_parquet\n    config: {path: again.parquet}\n"
+        "  - name: write_parquet\n    config: {path: ds, write_disposition: scd2, primary_key: [id]}\n",
+        encoding="utf-8",
+    )
+    r = run_plan(load_pipeline(path))
+    assert r.status == "failed" and "has no scd2 column(s)" in str(r.error)
+    assert _files(tmp_path / "ds") == before
+    _no_temp_left(tmp_path)
+
+
+SCD2_LOAD = st.lists(
+    st.tuples(
+        st.sampled_from(["eu", "us"]),
+        st.integers(0, 4),
+        st.one_of(st.none(), st.sampled_from(["a", "b"])),
+        st.booleans(),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=15, deadline=None)
+@given(loads=st.lists(SCD2_LOAD, min_size=1, max_size=4), full_snapshot=st.booleans(), partitioned=st.booleans())
+def test_scd2_matches_write_duckdb(
+    tmp_path_factory: pytest.TempPathFactory, loads, full_snapshot: bool, partitioned: bool
+) -> None:
+    folder = tmp_path_factory.mktemp("scd2prop")
+    schema = pa.schema([("region", pa.string()), ("id", pa.int64()), ("v", pa.string()), ("gone", pa.bool_())])
+    runs: list[tuple[str, str]] = []
+    for n, load in enumerate(loads):
+        rows = [{"region": r, "id": k, "v": v, "gone": g} for r, k, v, g in load]
+        sinks = tuple(
+            s.replace("dedup_sort: {column: ts, order: desc}, ", "") for s in _scd2_sinks(n, partitioned, full_snapshot)
+        )
+        p, o = _load_both(folder, n, rows, schema, (sinks[0], sinks[1]), n % 2 == 0)
+        runs.append((p.run_id, o.run_id))
+    if not list((folder / "ds").rglob("*.parquet")):
+        return  # nothing opened yet (every load empty or deletes): the table is empty too
+    dataset, table = _histories(folder, partitioned, [p for p, _ in runs], [o for _, o in runs])
+    assert dataset == table
+
+
 # -- errors --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("write_disposition: scd2, primary_key: [id]", "scd2 is not available for Parquet datasets"),
+        ("write_disposition: scd2", "write_disposition scd2 needs primary_key"),
+        ("write_disposition: merge, primary_key: [id], scd2: {}", "`scd2` options apply to write_disposition scd2"),
+        ("write_disposition: append, load_id_column: x", "load_id_column applies to write_disposition scd2"),
         ("write_disposition: merge", "write_disposition merge needs primary_key"),
         ("write_disposition: delete_insert", "write_disposition delete_insert needs partition_by"),
         ("write_disposition: append, merge: {hard_delete: x}", "`merge` options apply to write_disposition merge"),

@@ -1,4 +1,4 @@
-"""Write dispositions on a Parquet dataset folder (Hive-partitioned or flat): append, delete_insert, merge.
+"""Write dispositions on a Parquet dataset folder (Hive-partitioned or flat): append, delete_insert, merge, scd2.
 
 ``write_parquet``'s default ``replace`` rewrites the whole output through ``atomic_output``; the
 dispositions here change part of a dataset folder and keep the rest:
@@ -21,6 +21,13 @@ dispositions here change part of a dataset folder and keep the rest:
   hard deletes), written, and swapped in like ``delete_insert`` (without ``partition_by``: the whole
   folder, atomically). A key whose partition values change between loads is not looked for in its
   old partition: make the partition columns part of the key, or depend on it.
+- ``scd2`` (needs ``primary_key``): the same read-compute-swap as ``merge``, the new history computed by
+  the tables' rules and row hash (a dataset's history equals write_duckdb's for the same loads). With
+  ``full_snapshot`` (a key absent from the load is closed wherever it is) every partition is affected:
+  the whole folder is rewritten and swapped at once.
+
+A kill between the two renames of a swap leaves the old partition (or dataset) only in the killed run's
+temporary folder: the next write puts it back before reading (:func:`_restore_interrupted_swaps`).
 
 Schema growth: a new input column is written in the files of this load only; read the dataset with
 ``union_by_name`` (read_parquet's default) to see it as NULL in older files. Partition values are
@@ -29,10 +36,13 @@ folder names written by DuckDB (URL-escaped; NULL as ``__HIVE_DEFAULT_PARTITION_
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +50,19 @@ from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, PathEscapeError
 from oxiflow.incremental import crash_point
 from oxiflow.oxi import StepContext, check_inside
-from oxiflow.oxis.databases.dispositions import DUCKDB, MergeOptions, dedup_select, deleted_expr
+from oxiflow.oxis.databases.dispositions import (
+    DUCKDB,
+    IS_CURRENT,
+    LOAD_ID_COLUMN,
+    ROW_HASH,
+    SCD2_COLUMNS,
+    VALID_FROM,
+    VALID_TO,
+    MergeOptions,
+    Scd2Options,
+    dedup_select,
+    deleted_expr,
+)
 from oxiflow.oxis.files.common import (
     atomic_output,
     file_load_committed,
@@ -57,6 +79,15 @@ if TYPE_CHECKING:
 STAGING = "_oxiflow_staging"
 
 
+@dataclass(frozen=True)
+class History:
+    """What ``scd2`` needs besides the key: its options, the load's timestamp and the load id column."""
+
+    options: Scd2Options
+    load_time: datetime
+    load_id_column: str | None = LOAD_ID_COLUMN
+
+
 def write_dataset(
     ctx: StepContext,
     target: Path,
@@ -66,6 +97,7 @@ def write_dataset(
     partition_by: list[str] | None,
     primary_key: list[str] | None,
     merge: MergeOptions | None,
+    history: History | None = None,
     data: OxiData | None = None,
     query: str | None = None,
     views: Sequence[tuple[str, str]] = (),
@@ -79,14 +111,17 @@ def write_dataset(
             file=str(target),
             hint="point `path` at a folder (or use write_disposition: replace)",
         )
-    load_id = _safe(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
+    raw_load_id = str(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
+    load_id = _safe(raw_load_id)
     # files are named after the load: a rerun of the same load rewrites the same names
     name = f"part-{load_id}"
     opts = copy_options + (f", FILENAME_PATTERN {literal(name + '-{i}')}" if partition_by else "")
+    keyed = disposition in ("merge", "scd2")
     # the scan's memory cap for a pushed-down query, half the cores for a drained stream (duck.connect);
-    # merge joins and sorts: DuckDB's defaults
-    con = connect(ctx, stream=None if disposition == "merge" else "write" if data is not None else "read")
+    # merge and scd2 join and sort: DuckDB's defaults
+    con = connect(ctx, stream=None if keyed else "write" if data is not None else "read")
     started = _now()
+    _restore_interrupted_swaps(target, len(partition_by or []))
     tmp = temp_sibling(target, ctx.run_id)
     tmp.mkdir(parents=True)
     try:
@@ -99,13 +134,19 @@ def write_dataset(
                 con.execute(f"CREATE TEMP VIEW {ident(view)} AS {sql}")
             source = query
         columns = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {source}").fetchall()}
-        _check_columns(columns, partition_by, primary_key, merge)
-        if disposition == "merge":
+        if history is not None:
+            # the system columns are written here: an input column of that name is replaced, as in tables
+            columns = {c: t for c, t in columns.items() if c not in _reserved(history)}
+        options = history.options if history is not None else merge or MergeOptions()
+        _check_columns(columns, partition_by, primary_key, options)
+        if keyed:
             assert primary_key
-            # the load in a temp table: a stream can be read once, and merge reads it twice
-            con.execute(f"CREATE TEMP TABLE {STAGING} AS {source}")
+            # the load in a temp table: a stream can be read once, and merge/scd2 read it twice
+            cols = ", ".join(ident(c) for c in columns)
+            con.execute(f"CREATE TEMP TABLE {STAGING} AS SELECT {cols} FROM ({source})")
             rows = _scalar(con, f"SELECT count(*) FROM {STAGING}")
-            _merge(con, ctx, target, tmp, opts, name, columns, partition_by, primary_key, merge or MergeOptions())
+            keyed_load = KeyedLoad(target, tmp, opts, name, columns, partition_by, primary_key, options)
+            _rewrite_keyed(con, ctx, keyed_load, history, raw_load_id)
         else:
             out = tmp / "data"
             rows = _scalar(con, f"COPY ({source}) TO {literal(str(_folder(out, partition_by, name)))} ({opts})")
@@ -115,7 +156,7 @@ def write_dataset(
             if disposition == "append":
                 _move_files(out, target)
             else:  # delete_insert
-                _swap_partitions(out, target, _leaves(out, len(partition_by or [])), tmp / "old")
+                _swap_partitions(out, target, _leaves(out, len(partition_by or [])), tmp)
     except duckdb.InterruptException:
         from oxiflow.errors import RunCancelled
 
@@ -131,6 +172,7 @@ def write_dataset(
     finally:
         con.close()
         if tmp.exists():
+            _put_back(tmp, target, len(partition_by or []))  # an error between a swap's two renames
             shutil.rmtree(tmp, ignore_errors=True)
     if ctx.load_id is not None:
         crash_point("after_publish")
@@ -141,60 +183,170 @@ def write_dataset(
     return rows
 
 
-def _merge(
-    con: duckdb.DuckDBPyConnection,
-    ctx: StepContext,
-    target: Path,
-    tmp: Path,
-    opts: str,
-    name: str,
-    types: dict[str, str],
-    partition_by: list[str] | None,
-    keys: list[str],
-    merge: MergeOptions,
+@dataclass(frozen=True)
+class KeyedLoad:
+    """A load staged in ``STAGING`` for merge or scd2, and where it goes."""
+
+    target: Path
+    tmp: Path
+    copy_options: str
+    name: str
+    types: dict[str, str]
+    partition_by: list[str] | None
+    keys: list[str]
+    options: MergeOptions
+
+
+def _rewrite_keyed(
+    con: duckdb.DuckDBPyConnection, ctx: StepContext, load: KeyedLoad, history: History | None, load_id: str
 ) -> None:
-    nulls = _scalar(con, f"SELECT count(*) FROM {STAGING} WHERE " + " OR ".join(f"{ident(k)} IS NULL" for k in keys))
+    """merge / scd2: read back the partitions the load affects, compute their new rows, swap them in."""
+    nulls = _scalar(
+        con, f"SELECT count(*) FROM {STAGING} WHERE " + " OR ".join(f"{ident(k)} IS NULL" for k in load.keys)
+    )
     if nulls:
-        raise DataError(f"{nulls} row(s) of the load have a NULL in the primary key {keys}", file=str(target))
-    columns = list(types)
-    if partition_by:
-        # which folders the load touches, named exactly as DuckDB names them: write its distinct values
-        probe = tmp / "probe"
-        parts = ", ".join(ident(c) for c in partition_by)
-        con.execute(f"COPY (SELECT DISTINCT {parts}, 1 AS _oxi_probe FROM {STAGING}) TO {literal(str(probe))} ({opts})")
-        affected = _leaves(probe, len(partition_by))
-        shutil.rmtree(probe)
+        raise DataError(f"{nulls} row(s) of the load have a NULL in the primary key {load.keys}", file=str(load.target))
+    # scd2 with full_snapshot: the load is the whole source, so a key absent from it is closed wherever
+    # its partition is: every partition is affected, and the dataset is rewritten as one
+    whole = swaps_whole(
+        "scd2" if history else "merge", load.partition_by, bool(history and history.options.full_snapshot)
+    )
+    if whole:
+        affected = _leaves(load.target, len(load.partition_by or [])) if load.target.is_dir() else []
     else:
-        affected = [Path(".")]
-    old = sorted(str(f) for rel in affected for f in (target / rel).glob("*.parquet") if (target / rel).is_dir())
-    marked = merge.hard_delete if merge.hard_delete in types else None
-    deleted = deleted_expr(DUCKDB, marked, types[marked]) if marked else "false"
-    winners = f"SELECT *, {deleted} AS _oxi_deleted FROM ({dedup_select(DUCKDB, STAGING, columns, keys, merge)}) AS w"
-    con.execute(f"CREATE TEMP TABLE _oxiflow_winners AS {winners}")
-    cols = ", ".join(ident(c) for c in columns)
-    merged = f"SELECT {cols} FROM _oxiflow_winners WHERE NOT _oxi_deleted"
-    if old:
-        hive_types = {c: types[c] for c in partition_by or []}
-        scan = (
-            f"read_parquet({literal(old)}, union_by_name = true, hive_partitioning = {literal(bool(partition_by))}"
-            + (f", hive_types = {literal(hive_types)}" if hive_types else "")
-            + ")"
+        affected = _load_partitions(con, load)
+    old = sorted(str(f) for rel in affected for f in (load.target / rel).glob("*.parquet"))
+    scan = _scan(old, load.partition_by, load.types) if old else None
+    hashed = None
+    if history is not None:
+        hashed = [c for c in load.types if c not in load.keys and c != load.options.hard_delete]
+        if scan is not None:
+            _check_history_columns(con, scan, load.target)
+    _create_winners(con, load, hashed)
+    select = _merged_select(load, scan) if history is None else _history_select(load, scan, history, load_id)
+    if whole:
+        _publish_whole(con, ctx, load, select)
+    else:
+        _publish_partitions(con, ctx, load, select, affected)
+
+
+def _load_partitions(con: duckdb.DuckDBPyConnection, load: KeyedLoad) -> list[Path]:
+    """The partition folders the load touches, named exactly as DuckDB names them: write its distinct values."""
+    assert load.partition_by
+    probe = load.tmp / "probe"
+    parts = ", ".join(ident(c) for c in load.partition_by)
+    con.execute(
+        f"COPY (SELECT DISTINCT {parts}, 1 AS _oxi_probe FROM {STAGING}) TO {literal(str(probe))} ({load.copy_options})"
+    )
+    affected = _leaves(probe, len(load.partition_by))
+    shutil.rmtree(probe)
+    return affected
+
+
+def _scan(files: list[str], partition_by: list[str] | None, types: dict[str, str]) -> str:
+    """read_parquet over the dataset's ``files``; partition columns typed as in the load."""
+    hive_types = {c: types[c] for c in partition_by or []}
+    return (
+        f"read_parquet({literal(files)}, union_by_name = true, hive_partitioning = {literal(bool(partition_by))}"
+        + (f", hive_types = {literal(hive_types)}" if hive_types else "")
+        + ")"
+    )
+
+
+WINNERS = "_oxiflow_winners"
+
+
+def _create_winners(con: duckdb.DuckDBPyConnection, load: KeyedLoad, hashed: list[str] | None) -> None:
+    """The winning row per key (the tables' dedup rule), with ``_oxi_deleted`` and, for scd2, ``_oxi_hash``."""
+    marked = load.options.hard_delete if load.options.hard_delete in load.types else None
+    deleted = deleted_expr(DUCKDB, marked, load.types[marked], "w") if marked else "false"
+    row_hash = f", {DUCKDB.row_hash('w', hashed)} AS _oxi_hash" if hashed is not None else ""
+    dedup = dedup_select(DUCKDB, STAGING, list(load.types), load.keys, load.options)
+    con.execute(f"CREATE TEMP TABLE {WINNERS} AS SELECT *, {deleted} AS _oxi_deleted{row_hash} FROM ({dedup}) AS w")
+
+
+def _merged_select(load: KeyedLoad, scan: str | None) -> str:
+    """merge: the old rows whose key is not in the load, plus the load's winners that are not deletes."""
+    cols = ", ".join(ident(c) for c in load.types)
+    merged = f"SELECT {cols} FROM {WINNERS} WHERE NOT _oxi_deleted"
+    if scan is None:
+        return merged
+    kept = f"SELECT * FROM {scan} AS o WHERE NOT EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {_on(load.keys)})"
+    return f"{kept} UNION ALL BY NAME {merged}"
+
+
+def _history_select(load: KeyedLoad, scan: str | None, history: History, load_id: str) -> str:
+    """scd2: the old versions, closed where the load changes, deletes or (full_snapshot) omits their key,
+    plus a new version for each new or changed key. The same rules as the table statements
+    (:func:`oxiflow.oxis.databases.dispositions.statements`), as one SELECT."""
+    q, ts, on = ident, DUCKDB.timestamp(history.load_time), _on(load.keys)
+    opened_cols = [
+        *(f"w.{q(c)}" for c in load.types),
+        f"{ts} AS {q(VALID_FROM)}",
+        f"CAST(NULL AS {DUCKDB.timestamp_type}) AS {q(VALID_TO)}",
+        f"true AS {q(IS_CURRENT)}",
+        f"w._oxi_hash AS {q(ROW_HASH)}",
+    ]
+    if history.load_id_column:
+        opened_cols.append(f"{literal(load_id)} AS {q(history.load_id_column)}")
+    opened = f"SELECT {', '.join(opened_cols)} FROM {WINNERS} AS w WHERE NOT w._oxi_deleted"
+    if scan is None:
+        return opened
+    # a winner opens a version unless its key's current version has the same hash
+    same = DUCKDB.not_distinct(f"o.{q(ROW_HASH)}", "w._oxi_hash")
+    opened += f" AND NOT EXISTS (SELECT 1 FROM {scan} AS o WHERE {on} AND o.{q(IS_CURRENT)} AND {same})"
+    changed = DUCKDB.distinct(f"o.{q(ROW_HASH)}", "w._oxi_hash")
+    closes = f"EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {on} AND (w._oxi_deleted OR {changed}))"
+    if history.options.full_snapshot:
+        closes = f"({closes} OR NOT EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {on}))"
+    marked = f"SELECT *, coalesce(o.{q(IS_CURRENT)}, false) AND {closes} AS _oxi_closes FROM {scan} AS o"
+    kept = (
+        f"SELECT * EXCLUDE (_oxi_closes) REPLACE ("
+        f"CASE WHEN _oxi_closes THEN {ts} ELSE {q(VALID_TO)} END AS {q(VALID_TO)}, "
+        f"{q(IS_CURRENT)} AND NOT _oxi_closes AS {q(IS_CURRENT)}) FROM ({marked}) AS o"
+    )
+    return f"{kept} UNION ALL BY NAME {opened}"
+
+
+def _check_history_columns(con: duckdb.DuckDBPyConnection, scan: str, target: Path) -> None:
+    """An scd2 load needs the dataset's versions: a dataset written by another disposition has none."""
+    names = {str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+    missing = [c for c in SCD2_COLUMNS if c not in names]
+    if missing:
+        raise DataError(
+            f"dataset {target} has no scd2 column(s) {missing}: it was not written with write_disposition scd2",
+            file=str(target),
+            hint="write the history to a new folder (or replace this one once with the scd2 columns)",
         )
-        on = " AND ".join(f"o.{ident(k)} = w.{ident(k)}" for k in keys)
-        kept = f"SELECT * FROM {scan} AS o WHERE NOT EXISTS (SELECT 1 FROM _oxiflow_winners AS w WHERE {on})"
-        merged = f"{kept} UNION ALL BY NAME {merged}"
-    if partition_by:
-        out = tmp / "data"
-        con.execute(f"COPY ({merged}) TO {literal(str(out))} ({opts})")
-        _check_tree(out)
-        ctx.check_cancelled()
-        target.mkdir(parents=True, exist_ok=True)
-        _swap_partitions(out, target, affected, tmp / "old")
-    else:
-        # the whole dataset is rewritten: one folder swap, atomic
-        with atomic_output(target, ctx) as folder:
-            folder.mkdir()
-            con.execute(f"COPY ({merged}) TO {literal(str(_folder(folder, None, name)))} ({opts})")
+
+
+def _publish_whole(con: duckdb.DuckDBPyConnection, ctx: StepContext, load: KeyedLoad, select: str) -> None:
+    """The whole dataset rewritten: one folder swap (atomic_output), partitioned or not."""
+    with atomic_output(load.target, ctx) as folder:
+        folder.mkdir()  # a folder even when no row is left
+        out = _folder(folder, load.partition_by, load.name)
+        con.execute(f"COPY ({select}) TO {literal(str(out))} ({load.copy_options})")
+        _check_tree(folder)
+
+
+def _publish_partitions(
+    con: duckdb.DuckDBPyConnection, ctx: StepContext, load: KeyedLoad, select: str, affected: list[Path]
+) -> None:
+    """The affected partitions rewritten in the temporary folder, then swapped in one by one."""
+    out = load.tmp / "data"
+    con.execute(f"COPY ({select}) TO {literal(str(out))} ({load.copy_options})")
+    _check_tree(out)
+    ctx.check_cancelled()
+    load.target.mkdir(parents=True, exist_ok=True)
+    _swap_partitions(out, load.target, affected, load.tmp)
+
+
+def _on(keys: list[str]) -> str:
+    return " AND ".join(f"o.{ident(k)} = w.{ident(k)}" for k in keys)
+
+
+def _reserved(history: History) -> set[str]:
+    return set(SCD2_COLUMNS) | ({history.load_id_column} if history.load_id_column else set())
 
 
 def _folder(tmp: Path, partition_by: list[str] | None, name: str) -> Path:
@@ -205,17 +357,35 @@ def _folder(tmp: Path, partition_by: list[str] | None, name: str) -> Path:
     return tmp / f"{name}.parquet"
 
 
-def dataset_load_committed(target: Path, load_id: str, disposition: str) -> bool:
-    """Whether the load ``load_id`` was published to the dataset ``target`` (its marker is there). An
-    append without its marker may have renamed some of its files in before a kill: they are removed,
-    so that rolling the load back (and reading its rows again) cannot leave them twice. Merge and
-    delete_insert need no undo: applying the same load again gives the same dataset."""
+def dataset_load_committed(target: Path, load_id: str, disposition: str, *, whole_swap: bool = False) -> bool:
+    """Whether the load ``load_id`` was published to the dataset ``target``: its marker is there, or
+    (``whole_swap``: the load rewrote the whole folder in one rename) its files are, so a kill between
+    that rename and the marker rolls the load forward. An append without its marker may have renamed
+    some of its files in before a kill: they are removed, so that rolling the load back (and reading its
+    rows again) cannot leave them twice. Merge, scd2 and delete_insert need no undo: applying the same
+    load again gives the same dataset (scd2: with the same load time; docs/dispositions.md)."""
     if file_load_committed(target, load_id):
         return True
-    if disposition == "append" and target.is_dir():
-        for f in target.rglob(f"part-{_safe(load_id)}*.parquet"):
+    if not target.is_dir():
+        return False
+    files = [f for f in target.rglob("*.parquet") if _named_after(f.name, load_id)]
+    if whole_swap:
+        return bool(files)
+    if disposition == "append":
+        for f in files:
             f.unlink()
     return False
+
+
+def swaps_whole(disposition: str, partition_by: list[str] | None, full_snapshot: bool) -> bool:
+    """Whether a merge / scd2 load rewrites the whole dataset (one folder rename) rather than partitions:
+    without ``partition_by``, or for an scd2 full snapshot (a key absent from it may be in any partition)."""
+    return disposition in ("merge", "scd2") and (not partition_by or (disposition == "scd2" and full_snapshot))
+
+
+def _named_after(file_name: str, load_id: str) -> bool:
+    """``part-<load id>.parquet`` or ``part-<load id>-<n>.parquet``: a file written by that load."""
+    return re.fullmatch(rf"part-{re.escape(_safe(load_id))}(-\d+)?\.parquet", file_name) is not None
 
 
 def _safe(name: object) -> str:
@@ -237,13 +407,15 @@ def _move_files(tmp: Path, target: Path) -> None:
         os.replace(f, dest)
 
 
-def _swap_partitions(new_root: Path, target: Path, partitions: list[Path], aside: Path) -> None:
+def _swap_partitions(new_root: Path, target: Path, partitions: list[Path], tmp: Path) -> None:
     """Put ``new_root/rel`` in the place of ``target/rel`` for each partition (absent new: removed).
 
-    The old folder is renamed into ``aside`` (inside the hidden temporary folder, outside the
-    dataset), so a kill between the two renames leaves no stray copy that a reader would see."""
+    The old folder is renamed to ``tmp/old/rel`` (inside the hidden temporary folder, outside the dataset),
+    so a kill between the two renames leaves no stray copy that a reader would see, and the next write
+    puts it back (:func:`_restore_interrupted_swaps`). It is renamed once more before it is removed, so a
+    kill while removing it never leaves a partial partition there to restore."""
     for n, rel in enumerate(partitions):
-        new, dest, old = new_root / rel, target / rel, aside / str(n)
+        new, dest, old, trash = new_root / rel, target / rel, tmp / "old" / rel, tmp / "trash" / str(n)
         if dest.exists():
             old.parent.mkdir(parents=True, exist_ok=True)
             os.replace(dest, old)
@@ -251,16 +423,42 @@ def _swap_partitions(new_root: Path, target: Path, partitions: list[Path], aside
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(new, dest)
         if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def _restore_interrupted_swaps(target: Path, depth: int) -> None:
+    """Put back what a run killed between the two renames of a swap left aside: a partition in its
+    temporary folder's ``old/`` with nothing in its place, or (atomic_output) the whole old dataset with
+    no dataset in its place. Without this the next merge or scd2 would read that partition as empty and
+    lose its rows; the killed load had no marker, so it is rolled back and applied again."""
+    for leftover in sorted(target.parent.glob(f".{glob.escape(target.name)}.oxitmp-*")):
+        if not leftover.is_dir():
+            continue
+        if "-old-" in leftover.name and not target.exists():
+            os.replace(leftover, target)
+        else:
+            _put_back(leftover, target, depth)
+
+
+def _put_back(tmp: Path, target: Path, depth: int) -> None:
+    """Rename each old partition left in ``tmp/old`` back to its place when nothing took it."""
+    aside = tmp / "old"
+    if depth and aside.is_dir():
+        for rel in _leaves(aside, depth):
+            if not (target / rel).exists():
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(aside / rel, target / rel)
 
 
 def _check_columns(
-    columns: dict[str, str], partition_by: list[str] | None, primary_key: list[str] | None, merge: MergeOptions | None
+    columns: dict[str, str], partition_by: list[str] | None, primary_key: list[str] | None, options: MergeOptions
 ) -> None:
     named = {
         "partition_by": partition_by or [],
         "primary_key": primary_key or [],
-        "dedup_sort": [merge.dedup_sort.column] if merge and merge.dedup_sort else [],
+        "dedup_sort": [options.dedup_sort.column] if options.dedup_sort else [],
     }
     for option, names in named.items():
         missing = [n for n in names if n not in columns]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,10 +11,20 @@ from oxiflow.data import OxiData
 from oxiflow.engine.duck import ident, literal
 from oxiflow.errors import PathEscapeError
 from oxiflow.oxi import ScanSQL, Sink, Source, StepContext, check_inside, oxi
-from oxiflow.oxis.databases.dispositions import MergeOptions, check_disposition
+from oxiflow.oxis.databases.dispositions import (
+    LOAD_ID_COLUMN,
+    DispositionConfig,
+    MergeOptions,
+    Scd2Options,
+    check_disposition,
+    load_time,
+)
 from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, atomic_output, expand_paths
 from oxiflow.oxis.files.duckcopy import copy_out
 from oxiflow.oxis.files.duckscan import stream_query, translate_scan_error
+
+if TYPE_CHECKING:
+    from oxiflow.oxis.files.datasets import History
 
 
 class ReadParquetConfig(FileSourceConfig):
@@ -68,20 +78,38 @@ class WriteParquetConfig(FileSinkConfig):
     """Write a Hive-style folder tree (`col=value/...`) by these columns; `path` is then a folder."""
     write_disposition: Literal["replace", "append", "merge", "delete_insert", "scd2"] = "replace"
     """`replace` rewrites the output; on a dataset folder `append` adds files, `delete_insert` replaces the
-    `partition_by` partitions present in the load, `merge` upserts on `primary_key` (docs/dispositions.md)."""
+    `partition_by` partitions present in the load, `merge` upserts on `primary_key`, `scd2` keeps a history of
+    versions per `primary_key` (docs/dispositions.md)."""
     primary_key: list[str] | None = None
-    """Key column(s) for `merge`."""
+    """Key column(s) for `merge` and `scd2` (required there)."""
     merge: MergeOptions | None = None
     """`merge` options: `dedup_sort`, `hard_delete`."""
+    scd2: Scd2Options | None = None
+    """`scd2` options: `full_snapshot`, `load_time`, `dedup_sort`, `hard_delete`."""
+    load_id_column: str | None = LOAD_ID_COLUMN
+    """`scd2` only: column holding the id of the load that opened each version (`null`: none). The other
+    dispositions name their files after the load instead."""
 
     @model_validator(mode="after")
     def _check_disposition(self) -> WriteParquetConfig:
-        if self.write_disposition == "scd2":
+        check_disposition(self.write_disposition, self.primary_key, self.partition_by, self.merge, self.scd2)
+        if "load_id_column" in self.model_fields_set and self.write_disposition != "scd2":
             raise ValueError(
-                "write_disposition scd2 is not available for Parquet datasets: use a table sink (write_duckdb)"
+                f"load_id_column applies to write_disposition scd2 on Parquet, not {self.write_disposition}: "
+                "the other dispositions name their files after the load"
             )
-        check_disposition(self.write_disposition, self.primary_key, self.partition_by, self.merge, None)
         return self
+
+    def history(self, metadata: dict[str, object]) -> History | None:
+        """The scd2 settings of one load (its load time fixed now), None for the other dispositions."""
+        from oxiflow.oxis.files.datasets import History
+
+        if self.write_disposition != "scd2":
+            return None
+        # the tables' rule for the load time (scd2.load_time, else the state store's, else now), read
+        # through a config that holds only the scd2 options
+        when = load_time(DispositionConfig.model_construct(scd2=self.scd2), metadata)
+        return History(self.scd2 or Scd2Options(), when, self.load_id_column)
 
 
 @oxi(
@@ -104,9 +132,11 @@ class WriteParquet(Sink):
         cfg = self.config
         if cfg.write_disposition == "replace":
             return None  # atomic_output's marker answers (LoadProtocol.answers)
-        from oxiflow.oxis.files.datasets import dataset_load_committed
+        from oxiflow.oxis.files.datasets import dataset_load_committed, swaps_whole
 
-        return dataset_load_committed(ctx.output_path(cfg.path), load_id, cfg.write_disposition)
+        full_snapshot = (cfg.scd2 or Scd2Options()).full_snapshot
+        whole = swaps_whole(cfg.write_disposition, cfg.partition_by, full_snapshot)
+        return dataset_load_committed(ctx.output_path(cfg.path), load_id, cfg.write_disposition, whole_swap=whole)
 
     def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
         return self._write(ctx, query=query, views=views)
@@ -140,6 +170,7 @@ class WriteParquet(Sink):
                 partition_by=cfg.partition_by,
                 primary_key=cfg.primary_key,
                 merge=cfg.merge,
+                history=cfg.history(ctx.metadata),
                 data=data,
                 query=query,
                 views=views,
