@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 # a native crash in a subprocess prints its Python stack instead of a bare -11
 export PYTHONFAULTHANDLER=1
-$BIN/ruff check src tests || exit 1
+$BIN/ruff check src tests benchmarks examples || exit 1
 $BIN/mypy || exit 1
 $BIN/python -m pytest -n 2 -q "$@"
 code=$?

@@ -36,7 +36,10 @@ def main() -> None:
                 "customer_id": cid,
                 "name": f"Customer {cid}",
                 "country": COUNTRIES[rng.randrange(len(COUNTRIES))],
-                "signup": {"date": f"2023-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", "channel": rng.choice(["web", "store", "partner"])},
+                "signup": {
+                    "date": f"2023-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                    "channel": rng.choice(["web", "store", "partner"]),
+                },
                 "tags": rng.sample(["vip", "newsletter", "b2b", "student"], k=rng.randint(0, 2)),
             }
             if cid == 250:

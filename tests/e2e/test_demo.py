@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import subprocess
 import sys
 from collections import defaultdict
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -18,12 +19,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _round2(x: float) -> float:
-    """Round half away from zero, as SQL's round() does (Python's round() is half-even)."""
-    return math.copysign(math.floor(abs(x) * 100 + 0.5), x) / 100
+def _round2(x: Decimal) -> Decimal:
+    """Round half away from zero, as SQL's round() does on DECIMAL (Python's round() is half-even)."""
+    return x.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def _oracle(data: Path) -> tuple[dict[tuple[str, str, str], tuple[int, int, float]], int]:
+def _oracle(data: Path) -> tuple[dict[tuple[str, str, str], tuple[int, int, Decimal]], int]:
     """Daily revenue by (day, country, category), and how many raw records are malformed."""
     bad = 0
     orders: dict[int, dict[str, object]] = {}
@@ -34,11 +35,11 @@ def _oracle(data: Path) -> tuple[dict[tuple[str, str, str], tuple[int, int, floa
                     "customer_id": int(row["customer_id"]),
                     "product_id": int(row["product_id"]),
                     "quantity": int(row["quantity"]),
-                    "discount": float(row["discount"]) if row["discount"] else 0.0,
+                    "discount": Decimal(row["discount"]) if row["discount"] else Decimal(0),
                     "status": row["status"],
                     "ordered_at": datetime.strptime(row["ordered_at"], "%Y-%m-%d %H:%M:%S"),
                 }
-            except ValueError:
+            except (ValueError, InvalidOperation):
                 bad += 1
                 continue
             orders.pop(int(row["order_id"]), None)
@@ -55,13 +56,13 @@ def _oracle(data: Path) -> tuple[dict[tuple[str, str, str], tuple[int, int, floa
     with (data / "products.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             products[int(row["product_id"])] = row
-    out: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    out: dict[tuple[str, str, str], list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
     for o in orders.values():
         if o["status"] == "cancelled" or o["customer_id"] not in customers:
             continue
         p = products[o["product_id"]]  # type: ignore[index]
         key = (o["ordered_at"].date().isoformat(), customers[o["customer_id"]]["country"], p["category"])  # type: ignore[union-attr]
-        revenue = _round2(o["quantity"] * float(p["unit_price"]) * (1 - o["discount"]))  # type: ignore[operator]
+        revenue = _round2(o["quantity"] * Decimal(p["unit_price"]) * (1 - o["discount"]))  # type: ignore[operator]
         acc = out[key]
         acc[0] += 1
         acc[1] += o["quantity"]  # type: ignore[operator]
@@ -115,7 +116,7 @@ def test_demo_warehouse_matches_oracle(demo_run: tuple[Path, subprocess.Complete
     for key, (orders, items, revenue) in expected.items():
         g = got[key]
         assert (g[0], g[1]) == (orders, items), key
-        assert g[2] == pytest.approx(revenue, abs=0.011), key
+        assert g[2] == revenue, key  # DECIMAL end to end: exact
     fact = duckdb.sql(
         f"select count(*), count(distinct order_month) from read_parquet('{root}/warehouse/fact_orders/**/*.parquet')"
     ).fetchall()[0]

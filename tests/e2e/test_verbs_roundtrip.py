@@ -23,6 +23,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from oxiflow.data import OxiData
+from oxiflow.errors import OxiflowError
 from oxiflow.oxi import StepContext
 from oxiflow.pipe.inputs import open_input
 from oxiflow.pipe.stdio import ReadPipe, ReadPipeConfig, WritePipe, WritePipeConfig
@@ -51,6 +52,19 @@ def corpus() -> dict[str, str]:
         if isinstance(r["pyarrow"], int) and isinstance(r["duckdb"], int):
             out[str(r["file"])] = "parquet"
     return out
+
+
+@cache
+def engine_rejects(file: str) -> str | None:
+    """DuckDB's error when the installed DuckDB refuses a Parquet file the recorded oracle read
+    (2.0.1 refuses out-of-range INT96 timestamps that 2.0.0 wrapped around), else None."""
+    if corpus()[file] != "parquet":
+        return None
+    try:
+        duckdb.sql(f"SELECT * FROM read_parquet('{TESTDATA / file}')").arrow().read_all()
+    except duckdb.Error as exc:
+        return str(exc)
+    return None
 
 
 def reference(file: str) -> pa.Table:
@@ -100,7 +114,7 @@ def kinds(schema: pa.Schema) -> set[str]:
 @cache
 def covering_files() -> list[str]:
     """A few files that together hold every type kind of the corpora (greedy set cover)."""
-    found = {f: kinds(reference(f).schema) for f in sorted(corpus())}
+    found = {f: kinds(reference(f).schema) for f in sorted(corpus()) if engine_rejects(f) is None}
     chosen, left = [], set().union(*found.values())
     while left:
         best = max(found, key=lambda f: (len(found[f] & left), -(TESTDATA / f).stat().st_size))
@@ -135,6 +149,11 @@ def through_pipe(data: OxiData) -> pa.Table:
 @pytest.mark.parametrize("file", sorted(corpus()))
 def test_protocol_round_trip_of_every_readable_file(file: str) -> None:
     source = open_input(str(TESTDATA / file), corpus()[file])
+    rejected = engine_rejects(file)
+    if rejected is not None:  # the engine refuses the file: oxiflow says so, it does not crash
+        with pytest.raises(OxiflowError):
+            through_pipe(source.data())
+        return
     same(through_pipe(source.data()), reference(file))
 
 
