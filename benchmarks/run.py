@@ -694,6 +694,7 @@ def main() -> None:
     small_n = big_n // 10
     only = set(args.only or cases)
 
+    compile_bytecode()
     big = generate(big_n)
     small = generate(small_n) if "memory" in only else big
     print(f"{machine()}\n{versions()}\n", flush=True)
@@ -747,6 +748,18 @@ def main() -> None:
         + "\n"
     )
     print(f"\nwrote {RESULTS / 'latest.md'} and latest.json")
+
+
+def compile_bytecode() -> None:
+    """Compile oxiflow's modules to bytecode once, as `pip install` does for users.
+
+    A checkout run with PYTHONDONTWRITEBYTECODE=1 (set on some machines) would compile every module
+    from source at each start, about 0.1 s that no installed copy pays."""
+    import compileall
+
+    import oxiflow
+
+    compileall.compile_dir(str(Path(oxiflow.__file__).parent), quiet=1)
 
 
 if __name__ == "__main__":
