@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import model_validator
 
 from oxiflow.errors import ConfigError
-from oxiflow.oxi import OxiConfig
+from oxiflow.oxi import OxiConfig, Source
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -437,7 +437,9 @@ ACCUMULATING = ("append", "merge", "scd2", "delete_insert")
 
 def checkpoint_problems(steps: list[Any]) -> list[tuple[Any, str, str]]:
     """``(step, problem, hint)`` for a pipeline that sets ``checkpoint_every`` but cannot load in slices
-    (engine/checkpoints.py): more than one such source, or a sink that rewrites its whole output."""
+    (engine/checkpoints.py): more than one such source, a rows-mode source that cannot tell the range of
+    its cursor, or a sink that rewrites its whole output. Found here, `oxiflow validate` reports them with
+    their line before anything runs (the slicer would only find out at run time)."""
     sliced = [p for p in steps if (inc := incremental_of(p.config)) is not None and inc.checkpoint_every is not None]
     if not sliced:
         return []
@@ -445,6 +447,18 @@ def checkpoint_problems(steps: list[Any]) -> list[tuple[Any, str, str]]:
         (p, "only one source of a pipeline can set `incremental.checkpoint_every`", f"keep it on {sliced[0].id!r}")
         for p in sliced[1:]
     ]
+    for p in sliced:
+        inc = incremental_of(p.config)
+        if inc is not None and inc.mode == "rows" and not answers_cursor_range(p.spec.factory):
+            out.append(
+                (
+                    p,
+                    f"{p.spec.name} cannot tell the range of its cursor, which `checkpoint_every` cuts into slices "
+                    "(rows mode)",
+                    "use a database source (read_postgres, read_mysql, read_sqlite, read_duckdb), or "
+                    "`mode: files` with `checkpoint_every: <number of files>`, or drop checkpoint_every",
+                )
+            )
     for p in steps:
         disposition = getattr(p.config, "write_disposition", None)
         if p.spec.kind == "sink" and p.config is not None and disposition not in ACCUMULATING:
@@ -457,6 +471,14 @@ def checkpoint_problems(steps: list[Any]) -> list[tuple[Any, str, str]]:
                 )
             )
     return out
+
+
+def answers_cursor_range(factory: Any) -> bool:
+    """Whether a source's class overrides :meth:`Source.cursor_range` (the base answers None: "cannot
+    tell"). A factory that is not a class cannot be checked before it runs: it is given the benefit."""
+    if not isinstance(factory, type) or not issubclass(factory, Source):
+        return True
+    return factory.cursor_range is not Source.cursor_range
 
 
 def incremental_of(config: Any) -> IncrementalConfig | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -225,12 +226,13 @@ def test_worker_list_show_and_stop(tmp_path: Path, state_args: list[str]) -> Non
         stop = oxiflow("worker", "stop", worker["run_id"], *state_args, cwd=tmp_path)
         assert stop.returncode == 0, stop.stderr
         assert f"run {worker['run_id']} stopped" in stop.stderr
-        proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 143
+    assert "error: stopped by SIGTERM" in stderr and "Ctrl-C" not in stderr
     (run,) = runs_json(tmp_path, state_args)
     assert (run["status"], run["error"], run["exit_code"]) == ("cancelled", "stopped by SIGTERM", 143)
     out = tmp_path / "out"
@@ -315,3 +317,110 @@ def test_unlock_refuses_a_live_lock(tmp_path: Path) -> None:
     assert proc.returncode == 0
     r = oxiflow("state", "unlock", "blk", cwd=tmp_path)
     assert r.returncode == 0 and "blk was not locked" in r.stderr
+
+
+def test_unlock_force_never_unlocks_a_live_run_of_this_machine(tmp_path: Path, state_args: list[str]) -> None:
+    """--force breaks the lock of a holder on another host only; a live local run keeps it, so a second run
+    is still refused (docs/state.md, Maintenance)."""
+    _setup(tmp_path)
+    proc = start(tmp_path, *state_args)
+    try:
+        worker = going(tmp_path, state_args, proc)
+        r = oxiflow("state", "unlock", "blk", "--force", *state_args, cwd=tmp_path)
+        assert r.returncode == 1, r.stderr
+        assert f"locked by pid {proc.pid}, which runs on this machine" in r.stderr
+        assert f"oxiflow worker stop {worker['run_id']}" in r.stderr
+        second = oxiflow("run", "blk.yaml", *state_args, cwd=tmp_path)
+        assert second.returncode == 75 and "is already running" in second.stderr  # still one writer
+        proc.communicate(INPUT, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert pq.read_table(tmp_path / "out" / "b.parquet").num_rows == 2
+
+
+# `oxiflow run` with SIGTERM blocked (the mask survives into the run): it cannot stop on `worker stop`'s SIGTERM
+DEAF = (
+    "import signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+    "sys.argv = ['oxiflow', 'run', *sys.argv[1:]]; from oxiflow.cli.main import main; main()"
+)
+
+
+def test_worker_stop_force_kills_a_run_that_does_not_stop(tmp_path: Path, state_args: list[str]) -> None:
+    _setup(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEAF, "blk.yaml", *state_args],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        worker = going(tmp_path, state_args, proc)
+        soft = oxiflow("worker", "stop", "blk", "--timeout", "0.2", *state_args, cwd=tmp_path)
+        assert soft.returncode == 1 and "still runs after 0.2s; --force kills it" in soft.stderr
+        assert proc.poll() is None  # SIGTERM is blocked: the run goes on
+        hard = oxiflow("worker", "stop", "blk", "--timeout", "0.2", "--force", *state_args, cwd=tmp_path)
+        assert hard.returncode == 0, hard.stderr
+        assert f"sent SIGKILL to pid {proc.pid}" in hard.stderr and f"run {worker['run_id']} killed" in hard.stderr
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    (run,) = runs_json(tmp_path, state_args)
+    assert (run["status"], run["error"], run["exit_code"]) == ("crashed", "killed by oxiflow worker stop --force", 137)
+    assert oxiflow("worker", "list", "--json", *state_args, cwd=tmp_path).stdout.strip() == "[]"
+    again = subprocess.run(  # the lock went with the process: the next run takes it at once
+        [sys.executable, "-m", "oxiflow.cli.main", "run", "blk.yaml", "-q", *state_args],
+        cwd=tmp_path,
+        input=INPUT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+INCREMENTAL = """
+metadata: {name: inc}
+pipeline:
+  - name: read_csv
+    config: {path: "in/*.csv", incremental: {mode: files, cursor: name}}
+  - name: write_sqlite
+    config: {database: dst.db, table: t}
+"""
+
+
+def test_cleanup_prunes_settled_loads_and_the_target_keeps_one_marker(tmp_path: Path) -> None:
+    write(tmp_path / "inc.yaml", INCREMENTAL)
+    for i in range(3):  # three loads; the last one finds no new file (0 rows: still a load)
+        if i < 2:
+            write(tmp_path / "in" / f"{i}.csv", f"id\n{i}\n")
+        assert oxiflow("run", "inc.yaml", "-q", cwd=tmp_path).returncode == 0
+    state = sqlite3.connect(tmp_path / ".oxiflow" / "state.db")
+    loads = state.execute("SELECT load_id FROM loads ORDER BY created_at").fetchall()
+    cursor_load = state.execute("SELECT load_id FROM cursors WHERE pipeline = 'inc'").fetchall()
+    state.close()
+    assert len(loads) == 3 and cursor_load == [loads[-1]]
+    dst = sqlite3.connect(tmp_path / "dst.db")
+    assert dst.execute("SELECT load_id FROM _oxi_loads").fetchall() == [loads[-1]]  # one marker per step
+    assert sorted(r[0] for r in dst.execute("SELECT DISTINCT _oxi_load_id FROM t")) == sorted(r[0] for r in loads[:2])
+    dst.close()
+
+    dry = oxiflow("state", "cleanup", "--older-than", "0s", "--dry-run", "--json", cwd=tmp_path)
+    assert json.loads(dry.stdout)["matching_loads"] == 2 and json.loads(dry.stdout)["deleted_loads"] == 0
+    done = oxiflow("state", "cleanup", "--older-than", "0s", cwd=tmp_path)
+    assert done.returncode == 0 and "deleted 3 run(s) and 2 settled load(s)" in done.stderr
+    state = sqlite3.connect(tmp_path / ".oxiflow" / "state.db")
+    assert state.execute("SELECT load_id FROM loads").fetchall() == [loads[-1]]  # the one the cursor names
+    state.close()
+    write(tmp_path / "in" / "2.csv", "id\n2\n")
+    assert oxiflow("run", "inc.yaml", "-q", cwd=tmp_path).returncode == 0  # the cursor still works
+    dst = sqlite3.connect(tmp_path / "dst.db")
+    assert [r[0] for r in dst.execute("SELECT id FROM t ORDER BY id")] == [0, 1, 2]
+    dst.close()

@@ -328,6 +328,17 @@ class Setup:
         assert _digest(got) == _digest(expected)
         with open_store(str(self.state)) as store:
             assert not store.pending_loads("crash")
+            allowed = {load.load_id for load in store.loads("crash", status="committed")}
+            if self.sink == "parquet_partitioned" and self.disposition == "scd2":
+                # documented (docs/dispositions.md, crash safety): a killed partition-by-partition scd2 swap
+                # is rolled back and reapplied, and the versions it had opened stay, with its load id
+                allowed |= {load.load_id for load in store.loads("crash", status="rolled_back")}
+        if stored:
+            # every row, in every sink (Parquet datasets too), names the load that wrote it, and that load
+            # committed: a row of a rolled-back (killed) load left behind would name a load not allowed here
+            assert "_oxi_load_id" in names, f"no _oxi_load_id column in the {self.sink} target"
+            tags = {row[names.index("_oxi_load_id")] for row in stored}
+            assert None not in tags and tags <= allowed, f"rows of loads that did not commit: {tags - allowed}"
         if self.sink.startswith("parquet"):
             leftovers = [p.name for p in (self.folder / "out").glob(".dataset.oxitmp-*")]
             assert not leftovers, f"temporary folders of killed runs were not removed: {leftovers}"

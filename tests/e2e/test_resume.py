@@ -8,10 +8,14 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
 from _cli import oxiflow, write
 
@@ -205,8 +209,6 @@ def _source_table(kind: str, folder: Path, table: str) -> str:
         con.close()
         return f"database: src.db, table: {table}"
     if kind == "postgres":
-        import psycopg
-
         with psycopg.connect(PG_URL, autocommit=True) as con:
             con.execute(create)
             with con.cursor() as cur:
@@ -254,3 +256,175 @@ def test_database_sources_resume(tmp_path: Path, kind: str) -> None:
     read = next(s["rows_out"] for s in resumed["steps"] if s["step_id"] == f"read_{kind}")
     assert read == ROWS - 48
     assert target_ids(tmp_path) == list(range(ROWS))
+
+
+# -- a file source cannot be cut into row slices; a failing probe is a failed run; exit codes are recorded
+def _recorded(folder: Path) -> list[dict]:
+    proc = oxiflow("runs", "--json", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_file_source_in_rows_mode_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    write(tmp_path / "a.csv", "id,ts\n1,2024-01-01\n2,2024-01-03\n")
+    write(
+        tmp_path / "p.yaml",
+        """
+        metadata: {name: csv_rows}
+        pipeline:
+          - name: read_csv
+            config: {path: a.csv, incremental: {cursor: ts, checkpoint_every: 1d}}
+          - name: write_duckdb
+            config: {database: dst.duckdb, table: t}
+        """,
+    )
+    for command in ("validate", "run"):
+        proc = oxiflow(command, "p.yaml", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "p.yaml:4:13: read_csv cannot tell the range of its cursor" in proc.stderr
+        assert "Traceback" not in proc.stderr and "mode: files" in proc.stderr
+    assert not (tmp_path / "dst.duckdb").exists()
+    assert not (tmp_path / ".oxiflow" / "state.db").exists()  # caught before the run was even recorded
+
+
+def test_a_source_that_fails_its_range_query_fails_the_run_cleanly(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "src.db").close()  # a database without the table
+    write(
+        tmp_path / "p.yaml",
+        """
+        metadata: {name: no_table}
+        pipeline:
+          - name: read_sqlite
+            config: {database: src.db, table: ev, incremental: {cursor: ts, checkpoint_every: 1d}}
+          - name: write_duckdb
+            config: {database: dst.duckdb, table: ev}
+        """,
+    )
+    proc = oxiflow("run", "p.yaml", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "error: " in proc.stderr and "ev" in proc.stderr
+    (run,) = _recorded(tmp_path)
+    assert (run["status"], run["exit_code"]) == ("failed", 1) and "ev" in run["error"]
+
+
+def test_resume_records_its_exit_code(project: Path, tmp_path: Path) -> None:
+    pipeline(project)
+    code, _, err = run_json(project)
+    assert code == 0, err
+    code, _, err = run_json(project, "--resume")
+    assert code == 0 and "nothing to resume" in err
+    assert [(r["status"], r["exit_code"]) for r in _recorded(project)] == [("ok", 0), ("ok", 0)]
+    plain = tmp_path / "plain"
+    write(plain / "a.csv", "id\n1\n")
+    write(plain / "p.yaml", "pipeline:\n  - name: read_csv\n    config: {path: a.csv}\n"
+          "  - name: write_csv\n    config: {path: out.csv}\n")  # fmt: skip
+    assert oxiflow("run", "p.yaml", "--resume", cwd=plain).returncode == 2
+    assert [(r["status"], r["exit_code"]) for r in _recorded(plain)] == [("failed", 2)]
+
+
+# -- oxiflow worker stop, then --resume -------------------------------------------------------------------
+def test_worker_stop_then_resume_gives_one_clean_run(project: Path) -> None:
+    """A checkpointed load into PostgreSQL is stopped with `oxiflow worker stop` while its second slice is
+    blocked in the sink (the test holds an uncommitted row with a key of that slice in a unique index, so the
+    COPY waits on it): deterministic, no sleeping. The stopped run exits 143 keeping its first checkpoint;
+    `--resume` reads only the rest, and the target then holds exactly the rows of one clean run of the same
+    pipeline into another table (and of the source)."""
+    tables = {name: f"ev_{name}_{uuid.uuid4().hex[:8]}" for name in ("stopped", "clean")}
+    for name, table in tables.items():
+        write(
+            project / f"{name}.yaml",
+            f"""
+            metadata: {{name: {name}}}
+            pipeline:
+              - name: read_duckdb
+                config:
+                  database: src.duckdb
+                  table: ev
+                  incremental: {{cursor: ts, checkpoint_every: 1d}}
+              - name: write_postgres
+                config: {{url: '{PG_URL}', table: {table}, write_disposition: append}}
+            """,
+        )
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        for table in tables.values():
+            admin.execute(f"CREATE TABLE {table} (id bigint, ts timestamp, v text, _oxi_load_id text)")
+            admin.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
+    blocker = psycopg.connect(PG_URL)  # not autocommit: its insert stays uncommitted
+    state = project / ".oxiflow" / "state.db"
+    proc = None
+    try:
+        blocker.execute(f"INSERT INTO {tables['stopped']} (id) VALUES (30)")  # id 30: in the second day
+        me = blocker.info.backend_pid
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oxiflow.cli.main", "run", "stopped.yaml", "-q"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def committed_slices() -> int:
+            if not state.exists():
+                return 0
+            con = sqlite3.connect(state)
+            try:
+                return con.execute("SELECT count(*) FROM loads WHERE status = 'committed'").fetchone()[0]
+            except sqlite3.OperationalError:  # the store is being created
+                return 0
+            finally:
+                con.close()
+
+        def waits_on_me() -> int:
+            with psycopg.connect(PG_URL, autocommit=True) as probe:
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", (me,)
+                )
+                return row.fetchone()[0]
+
+        deadline = time.monotonic() + 60
+        # the first checkpoint is committed, and the second slice's COPY waits on the uncommitted row
+        while not (committed_slices() >= 1 and waits_on_me()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not reach its second slice"
+            time.sleep(0.02)  # polling interval
+        stop = oxiflow("worker", "stop", "stopped", cwd=project)
+        assert stop.returncode == 0, stop.stderr
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 143, stderr  # not 134: an abort at exit while a native query ran
+        assert "error: stopped by SIGTERM" in stderr
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    try:
+        runs = _recorded(project)
+        assert (runs[0]["status"], runs[0]["exit_code"], runs[0]["error"]) == ("cancelled", 143, "stopped by SIGTERM")
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            assert pg.execute(f"SELECT count(*) FROM {tables['stopped']}").fetchone() == (24,)  # the first day
+
+        proc2 = oxiflow("run", "stopped.yaml", "--resume", "--json", cwd=project)
+        assert proc2.returncode == 0, proc2.stderr
+        assert "(cancelled, 1 checkpoint(s) committed)" in proc2.stderr
+        resumed = json.loads(proc2.stdout)
+        assert rows_read(resumed) == ROWS - 24  # nothing committed was read again
+        clean = oxiflow("run", "clean.yaml", "-q", cwd=project)
+        assert clean.returncode == 0, clean.stderr
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            got, want = (
+                pg.execute(f"SELECT id, ts, v FROM {tables[name]} ORDER BY id").fetchall()
+                for name in ("stopped", "clean")
+            )
+            loads = pg.execute(f"SELECT count(DISTINCT _oxi_load_id) FROM {tables['stopped']}").fetchone()
+        assert got == want and len(got) == ROWS
+        src = duckdb.connect(str(project / "src.duckdb"), read_only=True)
+        try:
+            assert got == src.execute("SELECT id, ts, v FROM ev ORDER BY id").fetchall()
+        finally:
+            src.close()
+        assert loads == (5,)  # one committed load per day slice: 1 before the stop, 4 by the resume
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            for table in tables.values():
+                admin.execute(f"DROP TABLE IF EXISTS {table}")

@@ -112,7 +112,7 @@ def test_append_adds_new_columns_and_replace_swaps(pg: psycopg.Connection, table
     replace = WritePostgres(WritePostgresConfig(url=PG_URL, table=table, write_disposition="replace"))
     c = ctx(tmp_path)
     write(replace, pa.table({"other": ["only"]}), c)
-    assert rows(pg, f'SELECT * FROM "{table}"') == [("only",)]
+    assert rows(pg, f'SELECT * FROM "{table}"') == [("only", c.run_id)]  # every row names its load
     assert c.metadata["rows"] == 1
     assert rows(pg, f"SELECT count(*) FROM pg_tables WHERE tablename LIKE '_oxiflow_staging_{table}'") == [(0,)]
 

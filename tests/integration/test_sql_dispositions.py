@@ -179,6 +179,29 @@ ITEMS = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.floa
 MERGE = {"write_disposition": "merge", "primary_key": ["id"]}
 
 
+# -- the load id on every row ---------------------------------------------------------------------------
+@pytest.mark.parametrize("disposition", ["append", "replace"])
+def test_append_and_replace_tag_every_row_with_its_load_id(db: Target, oracle: Target, disposition: str) -> None:
+    """As dlt's `_dlt_load_id`: every row of every table names the load that wrote it (here the run id, no
+    state store), on every table sink alike; an input column of that name (a copied table) is replaced."""
+    cfg = {"write_disposition": disposition}
+    copied = pa.schema([("id", pa.int64()), ("_oxi_load_id", pa.string())])
+    first, second = both(
+        db, oracle, [([{"id": 1}, {"id": 2}], None, cfg), ([{"id": 3, "_oxi_load_id": "copied"}], copied, cfg)]
+    )
+    golden = [(1, 1), (2, 1), (3, 2)] if disposition == "append" else [(3, 2)]
+    same(db, oracle, ["id", "_oxi_load_id"], golden)  # load numbers: the rows' ids are the loads' run ids
+    assert (first.metadata["load_id"], second.metadata["load_id"]) == (db.loads[0], db.loads[1])
+    assert db.columns() == ["id", "_oxi_load_id"]
+
+
+def test_load_id_column_null_leaves_the_input_columns_only(db: Target, oracle: Target) -> None:
+    cfg = {"load_id_column": None}
+    both(db, oracle, [([{"id": 1, "v": "a"}], None, cfg), ([{"id": 2, "v": "b"}], None, cfg)])
+    same(db, oracle, ["id", "v"], [(1, "a"), (2, "b")])
+    assert db.columns() == ["id", "v"] == oracle.columns()
+
+
 def test_merge_three_loads(db: Target, oracle: Target) -> None:
     first, second, _ = both(
         db,

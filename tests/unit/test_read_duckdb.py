@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -11,7 +12,7 @@ import pytest
 
 from oxiflow.config.load import load_pipeline
 from oxiflow.engine.local import new_run_id, run_plan
-from oxiflow.errors import DataError
+from oxiflow.errors import ConfigError, DataError
 from oxiflow.oxi import StepContext
 from oxiflow.oxis.databases.read_duckdb import ReadDuckdb, ReadDuckdbConfig
 
@@ -148,3 +149,79 @@ def test_config_needs_exactly_one_of_table_and_query() -> None:
         ReadDuckdbConfig(database="w.duckdb")
     with pytest.raises(ValueError, match="exactly one of `table`"):
         ReadDuckdbConfig(database="w.duckdb", table="t", query="SELECT 1")
+
+
+# -- chunk_size and range partitions (the options of the other database sources) ------------------------
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    """10,000 rows with an integer, a timestamp and a date column to split on, and one row of NULLs."""
+    path = tmp_path / "e.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE ev AS SELECT i - 50 AS id, TIMESTAMP '2024-01-01' + INTERVAL (i) MINUTE AS at, "
+        "DATE '2024-01-01' + CAST(i // 100 AS INTEGER) AS day, md5(CAST(i AS VARCHAR)) AS h FROM range(10000) t(i)"
+    )
+    con.execute("INSERT INTO ev VALUES (NULL, NULL, NULL, 'nulls')")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("column", ["id", "at", "day"])
+def test_partitioned_read_equals_the_plain_read(events: Path, tmp_path: Path, column: str) -> None:
+    got, ctx = _read(
+        tmp_path, 10_000, database="e.duckdb", table="ev", partition_on=column, partitions=4, chunk_size=777
+    )
+    assert ctx.metadata["partitions"] == 4
+    plain, _ = _read(tmp_path, 10_000, database="e.duckdb", table="ev")
+    oracle = _expected(events, "SELECT * FROM ev ORDER BY h")
+    assert got.sort_by("h").equals(oracle) and plain.sort_by("h").equals(oracle)  # every row once, NULLs too
+    assert got.num_rows == 10_001
+
+
+def test_chunk_size_sets_the_batch_size(events: Path, tmp_path: Path) -> None:
+    data = ReadDuckdb(ReadDuckdbConfig(database="e.duckdb", table="ev", chunk_size=333)).read(_ctx(tmp_path))
+    sizes = [b.num_rows for b in data]
+    assert sizes[:-1] == [333] * (len(sizes) - 1) and sum(sizes) == 10_001
+
+
+def test_partitions_in_a_pipeline_stream_instead_of_pushing_down(events: Path, tmp_path: Path, write_pipeline) -> None:
+    assert not ReadDuckdb(
+        ReadDuckdbConfig(database="e.duckdb", table="ev", partition_on="id", partitions=3)
+    ).pushdown_ready()
+    path = write_pipeline(
+        """
+        pipeline:
+          - name: read_duckdb
+            config:
+              database: e.duckdb
+              query: "SELECT id, h FROM ev WHERE id % 2 = 0"
+              partition_on: id
+              partitions: 3
+          - name: write_parquet
+            config: {path: out.parquet}
+        """
+    )
+    result = run_plan(load_pipeline(path))
+    assert result.status == "ok", result.error
+    assert result.metadata["read_duckdb"]["partitions"] == 3
+    got = pq.read_table(tmp_path / "out.parquet").sort_by("h")
+    assert got.equals(_expected(events, "SELECT id, h FROM ev WHERE id % 2 = 0 ORDER BY h"))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("partitions: 4", "`partitions` > 1 needs `partition_on`"),
+        ("partitions: 0, partition_on: id", "`partitions` must be at least 1"),
+        ("chunk_size: 0", "`chunk_size` must be at least 1"),
+        ("incremental: {mode: files, cursor: name}", "database sources take `incremental.mode: rows` only"),
+    ],
+)
+def test_read_options_are_checked_at_validate_time(write_pipeline, config: str, message: str) -> None:
+    path = write_pipeline(
+        f"pipeline:\n  - name: read_duckdb\n    config: {{database: e.duckdb, table: ev, {config}}}\n"
+        "  - name: write_parquet\n    config: {path: out.parquet}\n"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)) as exc:
+        load_pipeline(path)
+    assert ":3:" in str(exc.value)  # the config's line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +16,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from oxiflow.state.lock import PipelineLocked, RunLock, holder_of, is_held, pid_alive
-from oxiflow.state.store import StateStore, open_store
+from oxiflow.state.lock import (
+    LiveHolder,
+    PipelineLocked,
+    RunLock,
+    _lock_file,
+    break_lock,
+    holder_of,
+    is_held,
+    live_local_holder,
+    local_lock_holders,
+    pid_alive,
+)
+from oxiflow.state.store import SQLiteStore, StateStore, open_store
 
 PG_URL = os.environ.get("OXIFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -129,3 +141,63 @@ def test_pid_alive() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert not pid_alive(proc.pid)
+
+
+def test_break_lock_refuses_a_live_holder_of_this_machine(store: StateStore, url: str) -> None:
+    """`state unlock --force` must never hand the lock of a live local run to a second writer."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        assert live_local_holder(store, "p") == proc.pid
+        with pytest.raises(LiveHolder, match=rf"locked by pid {proc.pid}, which runs on this machine"):
+            break_lock(store, "p")
+        assert is_held(store, "p")  # untouched: a second run is still refused
+        with pytest.raises(PipelineLocked, match="run doomed"):
+            RunLock(store, "p", "second").acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_sqlite_lock_holder_is_found_by_the_kernel_even_with_a_foreign_lock_file(tmp_path: Path) -> None:
+    """The lock file says another host (as an NFS holder would): /proc/locks still shows the local pid."""
+    url = str(tmp_path / "state.db")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        with open_store(url) as store:
+            assert isinstance(store, SQLiteStore)
+            path = _lock_file(store, "p")
+            path.write_text(json.dumps({**json.loads(path.read_text()), "host": "elsewhere"}))
+            assert local_lock_holders(path) == [proc.pid]
+            with pytest.raises(LiveHolder):
+                break_lock(store, "p")
+            assert path.exists() and is_held(store, "p")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_break_lock_replaces_the_lock_file_of_a_holder_on_another_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kernel of this machine cannot see (a holder on another host, over NFS) --force may break."""
+    with open_store(str(tmp_path / "state.db")) as store:
+        lock = RunLock(store, "p", "remote")
+        lock.acquire()
+        assert isinstance(store, SQLiteStore)
+        path = _lock_file(store, "p")
+        path.write_text(json.dumps({**json.loads(path.read_text()), "host": "elsewhere", "pid": 1}))
+        monkeypatch.setattr("oxiflow.state.lock.local_lock_holders", lambda p: [])  # as if held on that host
+        assert live_local_holder(store, "p") is None
+        assert break_lock(store, "p") == f"removed the lock file {path}"
+        assert not path.exists()
+        monkeypatch.undo()
+        taker = RunLock(store, "p", "next")
+        taker.acquire()  # a new lock file: the next run goes on
+        taker.release()
+        lock.release()

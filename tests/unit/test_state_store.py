@@ -190,6 +190,69 @@ def test_cleanup_deletes_old_finished_runs_only(store: StateStore) -> None:
     assert store._read("SELECT count(*) FROM step_runs WHERE run_id = 'old'")[0][0] == 0
 
 
+def test_cleanup_deletes_old_settled_loads_only(store: StateStore) -> None:
+    ids = {name: store.begin_load("p", "out", run_id=name) for name in ("committed", "rolled", "pending", "cursor")}
+    other = store.begin_load("q", "out", run_id="other")
+    for name in ("committed", "cursor"):
+        store.commit_load(ids[name])
+    store.commit_load(other)
+    store.rollback_load(ids["rolled"])
+    store.set_cursor("p", "src", {"last": 1}, ids["cursor"])  # the load that moved the cursor is kept
+    fresh = store.begin_load("p", "out", run_id="fresh")
+    store.commit_load(fresh)
+    with store.transaction() as tx:
+        tx.execute("UPDATE loads SET created_at = '2000-01-01T00:00:00.000Z' WHERE load_id <> ?", (fresh,))
+    before = iso_before(timedelta(days=30))
+    assert store.delete_loads_before(before, "p", dry_run=True) == 2
+    assert len(store.loads()) == 6
+    assert store.delete_loads_before(before, "p") == 2  # committed and rolled back; q's stays (--pipeline p)
+    assert sorted(load.load_id for load in store.loads()) == sorted([ids["pending"], ids["cursor"], other, fresh])
+    assert store.delete_loads_before(before) == 1  # q's
+    assert store.pending_loads("p")[0].load_id == ids["pending"]  # the next run settles it: never deleted
+
+
+def test_mark_run_records_the_exit_code(store: StateStore) -> None:
+    store.start_run("r1", "p", pid=1, host="h", pipeline_file=None)
+    assert store.mark_run("r1", "cancelled", "stopped by SIGTERM", exit_code=143)
+    run = store.run("r1")
+    assert run is not None and (run["status"], run["error"], run["exit_code"]) == (
+        "cancelled",
+        "stopped by SIGTERM",
+        143,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raised", "stop_code", "recorded"),
+    [
+        (KeyboardInterrupt("stopped by SIGTERM"), 143, ("cancelled", 143, "stopped by SIGTERM")),
+        (KeyboardInterrupt(), None, ("cancelled", 130, "stopped before the run finished")),
+        (RuntimeError("oxiflow broke"), None, ("failed", 1, "stopped before the run finished")),
+    ],
+)
+def test_a_run_stopped_outside_the_engine_records_its_exit_code(
+    tmp_path: Path, raised: BaseException, stop_code: int | None, recorded: tuple[object, ...]
+) -> None:
+    """What `oxiflow run` does when a stop or an error leaves the run before the engine recorded it (while the
+    store opens, between checkpoint slices): the session marks it with the exit code the process gives."""
+    from oxiflow.config.load import load_pipeline
+    from oxiflow.state.session import RunSession
+
+    path = tmp_path / "p.yaml"
+    path.write_text("pipeline:\n  - name: read_csv\n    config: {path: a.csv}\n  - name: write_csv\n"
+                    "    config: {path: b.csv}\n", encoding="utf-8")  # fmt: skip
+    state = str(tmp_path / "state.db")
+    session = RunSession.open(load_pipeline(path), "r1", state_url=state)
+    with pytest.raises(type(raised)):
+        try:
+            raise raised
+        finally:
+            session.close(stop_code)
+    with open_store(state) as store:
+        run = store.run("r1")
+    assert run is not None and (run["status"], run["exit_code"], run["error"]) == recorded
+
+
 def test_export_import_round_trip(store: StateStore, tmp_path: Path) -> None:
     store.start_run("r1", "p", pid=1, host="h", pipeline_file=None)
     store.save_steps("r1", [{**_step("src", "source", 3, 3), "position": 0}])

@@ -192,7 +192,8 @@ def state_cleanup(
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Delete old finished runs and their step figures (cursors, loads and schemas are kept).
+    """Delete old finished runs and their step figures, and old settled loads (committed or rolled back;
+    pending loads, the load each cursor names, cursors and schemas are kept).
 
     Example: oxiflow state cleanup --older-than 30d
     """
@@ -203,10 +204,20 @@ def state_cleanup(
     before = iso_before(timedelta(seconds=parse_duration(older_than)))
     with _store(state_url, config) as store:
         n = store.delete_runs_before(before, pipeline, dry_run=dry_run)
+        loads = store.delete_loads_before(before, pipeline, dry_run=dry_run)
     if json_out:
-        output.print_json({"deleted_runs": 0 if dry_run else n, "matching_runs": n, "before": before})
+        output.print_json(
+            {
+                "deleted_runs": 0 if dry_run else n,
+                "matching_runs": n,
+                "deleted_loads": 0 if dry_run else loads,
+                "matching_loads": loads,
+                "before": before,
+            }
+        )
     else:
-        output.err(f"{'would delete' if dry_run else 'deleted'} {n} run(s) started before {before}")
+        verb = "would delete" if dry_run else "deleted"
+        output.err(f"{verb} {n} run(s) and {loads} settled load(s) started before {before}")
 
 
 @app.command("export")
@@ -392,27 +403,40 @@ def state_unlock(
     pipeline: PipelineArg,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Break a lock a live process holds (PostgreSQL: end its session)."),
+        typer.Option(
+            "--force",
+            help="Break a lock held by a process on another host (PostgreSQL: end its session; SQLite: "
+            "replace the lock file). A live process on this machine is never unlocked: use `oxiflow worker stop`.",
+        ),
     ] = False,
     state_url: StateUrlOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Release a pipeline's lock. A lock whose process died is released already (the kernel or the
-    server drops it); this removes its row. A live holder needs --force (better: `oxiflow worker stop`).
+    server drops it); this removes its row. A live holder is refused: stop it with `oxiflow worker stop`.
+    --force breaks the lock of a holder on another host only (one that hangs there, or whose NFS lock
+    outlived it); a live process on this machine is never unlocked, --force or not (two writers).
 
     Example: oxiflow state unlock orders_daily
     """
-    from oxiflow.state.lock import break_lock, holder_of, is_held
+    from oxiflow.state.lock import LiveHolder, break_lock, holder_of, is_held
 
     with _store(state_url, config) as store:
         if is_held(store, pipeline):
             holder = holder_of(store, pipeline)
             who = f"run {holder.run_id}, pid {holder.pid} on {holder.host}" if holder else "another process"
+            stop = f"stop it with `oxiflow worker stop {holder.run_id if holder else pipeline}`"
             if not force:
                 output.err(f"error: pipeline {pipeline!r} is locked by a live run ({who})")
-                output.err(f"stop it with `oxiflow worker stop {holder.run_id if holder else pipeline}`, or --force")
+                output.err(f"{stop}, or --force if its host is gone")
                 raise typer.Exit(1)
-            output.err(f"{break_lock(store, pipeline)} ({who})")
+            try:
+                done = break_lock(store, pipeline)
+            except LiveHolder as exc:
+                output.err(f"error: {exc.message}")
+                output.err(f"{stop} (--force kills it); the lock goes with the process")
+                raise typer.Exit(1) from None
+            output.err(f"{done} ({who})")
         removed = store.delete_lock_row(pipeline)
     output.err(f"unlocked {pipeline}" if removed else f"{pipeline} was not locked")
 
@@ -650,6 +674,6 @@ def worker_stop(
         if not wait_stopped(30):
             output.err(f"error: pid {pid} still holds the lock of {pipeline}")
             raise typer.Exit(1)
-        store.mark_run(run_id, "crashed", "killed by oxiflow worker stop --force")
+        store.mark_run(run_id, "crashed", "killed by oxiflow worker stop --force", exit_code=137)  # 128 + SIGKILL
         store.delete_lock_row(pipeline, run_id)
         output.err(f"run {run_id} killed")

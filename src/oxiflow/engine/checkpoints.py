@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from oxiflow.engine.local import LocalEngine, RunOptions, run_plan
+from oxiflow.engine.local import LocalEngine, RunOptions, new_run_id, run_plan
 from oxiflow.engine.metrics import RunResult, StepMetrics
-from oxiflow.errors import ConfigError
+from oxiflow.errors import ConfigError, OxiflowError, StepError
 from oxiflow.incremental import CursorSlice, IncrementalConfig, incremental_of, parse_lag, to_json
 from oxiflow.oxi import Source
 
@@ -70,7 +70,15 @@ def _run_slices(plan: Plan, options: RunOptions, target: Checkpointed) -> RunRes
     observers = _SliceObservers(options.observers)
     results: list[RunResult] = []
     full_refresh = options.full_refresh
-    ends = None if inc.mode == "files" else _row_slice_ends(plan, options, target)
+    try:
+        ends = None if inc.mode == "files" else _row_slice_ends(plan, options, target)
+    except Exception as exc:
+        # The probe (one min/max query) runs before any slice, outside the engine that turns step errors
+        # into a failed run: do the same here, so the CLI reports it (no traceback) and the run is
+        # recorded failed with its exit code, like any run that fails.
+        failed = _probe_failed(plan, options, step, exc, time.perf_counter() - t0)
+        observers.finish(failed)
+        return failed
     index = 0
     while True:
         if inc.mode == "files":
@@ -89,6 +97,25 @@ def _run_slices(plan: Plan, options: RunOptions, target: Checkpointed) -> RunRes
     combined = _combine(results, time.perf_counter() - t0)
     observers.finish(combined)
     return combined
+
+
+def _probe_failed(plan: Plan, options: RunOptions, step: PlannedStep, exc: Exception, seconds: float) -> RunResult:
+    """The run, failed before its first slice because the source could not be probed for its cursor's range."""
+    error = exc if isinstance(exc, OxiflowError) else StepError(f"{type(exc).__name__}: {exc}", step=step.id)
+    error.context.setdefault("step", step.id)
+    metrics = [StepMetrics(p.id, p.spec.name, p.spec.kind, reshapes=p.spec.reshapes) for p in plan.steps]
+    for m in metrics:
+        if m.step_id == step.id:
+            m.status, m.error = "failed", str(error)
+    return RunResult(
+        run_id=options.run_id or new_run_id(),
+        pipeline=plan.name,
+        status="failed",
+        steps=metrics,
+        seconds=seconds,
+        error=error,
+        metadata={"checkpoints": {"committed": 0, "slices": 0}},
+    )
 
 
 def _last_slice(

@@ -148,6 +148,13 @@ class RunLock:
                 os.close(self._fd)
                 self._fd = None
             if self._pg is not None:
+                try:
+                    # unlock first: closing the session drops the lock too, but only once the server has
+                    # seen the connection go, so a run started right after this one could still be refused
+                    assert isinstance(self.store, PostgresStore)
+                    self._pg.execute("SELECT pg_advisory_unlock(%s)", (_pg_key(self.store, self.pipeline),))
+                except Exception:  # the session is gone already: so is its lock
+                    pass
                 self._pg.close()  # ends the session: the advisory lock goes with it
                 self._pg = None
 
@@ -208,16 +215,61 @@ def _pg_holders(store: PostgresStore, pipeline: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+class LiveHolder(StateError):
+    """``state unlock --force`` was asked to take the lock from a process that runs on this machine."""
+
+
+def local_lock_holders(path: Path) -> list[int]:
+    """Pids of the processes on this machine that hold a ``flock`` on ``path`` (from ``/proc/locks``, which
+    lists every lock the kernel holds, with the holder's pid and the file's device and inode); [] when
+    nobody does or there is no ``/proc``. A holder on another host (NFS) is not listed."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:1474578 0 EOF"; waiters have "->" before the type
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == where and fields[4].lstrip("-").isdigit():
+            pids.append(int(fields[4]))
+    return pids
+
+
+def live_local_holder(store: StateStore, pipeline: str) -> int | None:
+    """The pid of a live process on this machine that holds the pipeline's lock, if there is one."""
+    holder = holder_of(store, pipeline)
+    if holder is not None and holder.host == hostname() and pid_alive(holder.pid) and is_held(store, pipeline):
+        return holder.pid
+    if isinstance(store, SQLiteStore):
+        live = [pid for pid in local_lock_holders(_lock_file(store, pipeline)) if pid > 0 and pid_alive(pid)]
+        return live[0] if live else None
+    return None
+
+
 def break_lock(store: StateStore, pipeline: str) -> str:
-    """Take a lock away from a live holder (``state unlock --force``); says what it did."""
+    """Take a lock away from a holder that is not a live process of this machine (``state unlock --force``:
+    a run on another host that hangs, or whose NFS lock never expires); says what it did. A live local
+    holder is refused (LiveHolder): it would go on writing while the next run gets the lock, two writers.
+    Stop it with ``oxiflow worker stop`` (its SIGKILL with ``--force``), which the kernel or the server
+    answers by dropping the lock."""
+    pid = live_local_holder(store, pipeline)
+    if pid is not None:
+        raise LiveHolder(
+            f"pipeline {pipeline!r} is locked by pid {pid}, which runs on this machine ({hostname()}): "
+            "unlocking it would let a second run write at the same time",
+            hint="stop it with `oxiflow worker stop` (--force kills it); the lock goes with the process",
+        )
     if isinstance(store, PostgresStore):
         pids = _pg_holders(store, pipeline)
-        for pid in pids:
-            store._read("SELECT pg_terminate_backend(?)", (pid,))
+        for backend in pids:
+            store._read("SELECT pg_terminate_backend(?)", (backend,))
         return f"terminated the PostgreSQL session(s) {', '.join(map(str, pids))} holding the lock"
     if isinstance(store, SQLiteStore):
-        # The holder keeps its lock on the old file; the next run locks a new file. Only safe when the
-        # holder is really gone (e.g. a process on another host whose NFS lock never expires).
+        # The holder keeps its lock on the old file; the next run locks a new file. No process of this
+        # machine holds it (checked above), so the holder is on another host (NFS) and must be gone there.
         path = _lock_file(store, pipeline)
         path.unlink(missing_ok=True)
         return f"removed the lock file {path}"

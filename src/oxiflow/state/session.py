@@ -49,13 +49,18 @@ class RunSession:
             raise
         return cls(store, lock, recorder)
 
-    def close(self) -> None:
-        """Release the lock and close the store. A run that never reached its end (stopped while starting,
-        or oxiflow itself failed) is marked cancelled or failed instead of staying 'running'."""
+    def close(self, stop_code: int | None = None) -> None:
+        """Release the lock and close the store. A run that never reached its end (stopped while starting
+        or between checkpoint slices, or oxiflow itself failed) is marked cancelled or failed instead of
+        staying 'running', with the exit code the process is about to give: ``stop_code`` when a signal
+        stopped it (143 for SIGTERM), else 130 for Ctrl-C and 1 for a failure."""
         pending = sys.exc_info()[1]
         try:
-            status = "cancelled" if isinstance(pending, KeyboardInterrupt) else "failed"
-            self.store.mark_run(self.recorder.run_id, status, "stopped before the run finished")
+            stopped = isinstance(pending, KeyboardInterrupt)
+            status = "cancelled" if stopped else "failed"
+            code = (stop_code or 130) if stopped else 1
+            error = "stopped by SIGTERM" if stopped and code == 143 else "stopped before the run finished"
+            self.store.mark_run(self.recorder.run_id, status, error, exit_code=code)
         except StateError:
             pass  # the store is what failed; `state repair` settles the row later
         finally:

@@ -322,13 +322,17 @@ class StateStore:
             values["error"] = mask_secrets(str(values["error"]))
         self._update("runs", values, {"run_id": run_id}, conn)
 
-    def mark_run(self, run_id: str, status: str, error: str | None = None, conn: Tx | None = None) -> bool:
-        """Set a run's final status from outside (worker stop, repair); only while it is still 'running'."""
+    def mark_run(
+        self, run_id: str, status: str, error: str | None = None, conn: Tx | None = None,
+        *, exit_code: int | None = None,
+    ) -> bool:  # fmt: skip
+        """Set a run's final status from outside the engine (a run stopped before its end, worker stop,
+        repair); only while it is still 'running'. ``exit_code``: the process's, when it is known."""
         rows = self._q(
             conn,
-            "UPDATE runs SET status = ?, error = coalesce(?, error), ended_at = ? "
-            "WHERE run_id = ? AND status = 'running' RETURNING run_id",
-            (status, mask_secrets(error) if error else None, now_iso(), run_id),
+            "UPDATE runs SET status = ?, error = coalesce(?, error), exit_code = coalesce(?, exit_code), "
+            "ended_at = ? WHERE run_id = ? AND status = 'running' RETURNING run_id",
+            (status, mask_secrets(error) if error else None, exit_code, now_iso(), run_id),
         )
         return bool(rows)
 
@@ -398,6 +402,23 @@ class StateStore:
                 tx.execute(f"DELETE FROM step_runs WHERE run_id IN (SELECT run_id FROM runs WHERE {where})", params)
                 tx.execute(f"DELETE FROM runs WHERE {where}", params)
         return len(ids)
+
+    def delete_loads_before(self, before: str, pipeline: str | None = None, *, dry_run: bool = False) -> int:
+        """Delete settled loads (committed or rolled back) created before ``before``. Pending loads stay (the
+        next run settles them by asking the sinks), and so does the load each cursor names (``state show``
+        says which load moved it). Nothing else refers to a settled load: the sinks' markers of it are gone
+        by the time a later load commits (oxis/databases/sqlsink.py, ``prune_markers_sql``)."""
+        where = (
+            "created_at < ? AND status <> 'pending' "
+            "AND load_id NOT IN (SELECT load_id FROM cursors WHERE load_id IS NOT NULL)"
+            + (" AND pipeline = ?" if pipeline else "")
+        )
+        params: list[Any] = [before] + ([pipeline] if pipeline else [])
+        with self.transaction() as tx:
+            count = tx.execute(f"SELECT count(*) FROM loads WHERE {where}", params)
+            if not dry_run:
+                tx.execute(f"DELETE FROM loads WHERE {where}", params)
+        return int(count[0][0]) if count else 0
 
     # cursors
     def get_cursor(self, pipeline: str, step: str, key: str = "cursor") -> Cursor | None:

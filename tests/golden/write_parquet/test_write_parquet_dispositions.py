@@ -95,6 +95,8 @@ def test_append_adds_one_file_per_partition_per_load(tmp_path: Path, pushdown: b
     r1 = _load(tmp_path, [{"day": "d1", "id": 1}, {"day": "d2", "id": 2}], sink, pushdown, DAYS)
     r2 = _load(tmp_path, [{"day": "d1", "id": 3}], sink, pushdown, DAYS)
     assert _read(ds, "day, id", "id") == [("d1", 1), ("d2", 2), ("d1", 3)]
+    # every row names the load that wrote it, as in tables (docs/dispositions.md, "The load id")
+    assert _read(ds, "id, _oxi_load_id", "id") == [(1, r1.run_id), (2, r1.run_id), (3, r2.run_id)]
     assert _files(ds) == sorted(
         [
             f"day=d1/part-{r1.run_id}-0.parquet",
@@ -104,6 +106,22 @@ def test_append_adds_one_file_per_partition_per_load(tmp_path: Path, pushdown: b
     )
     assert r2.metadata["sink"]["rows"] == 1 and r2.metadata["sink"]["load_id"] == r2.run_id
     _no_temp_left(tmp_path)
+
+
+@PUSHDOWN
+def test_load_id_column_renamed_or_left_out_and_an_input_column_of_that_name_replaced(
+    tmp_path: Path, pushdown: bool
+) -> None:
+    copied = pa.schema([("id", pa.int64()), ("_oxi_load_id", pa.string())])  # a copy of an oxiflow table
+    r = _load(tmp_path, [{"id": 1, "_oxi_load_id": "old"}], "{path: ds, write_disposition: append}", pushdown, copied)
+    assert _read(tmp_path / "ds", "*", "id") == [(1, r.run_id)]
+    _load(tmp_path, [{"id": 1}], "{path: plain, write_disposition: append, load_id_column: null}", pushdown)
+    assert duckdb.sql(f"SELECT * FROM '{tmp_path / 'plain'}/*.parquet'").columns == ["id"]
+    r = _load(tmp_path, [{"id": 2}], "{path: named, write_disposition: append, load_id_column: batch}", pushdown)
+    assert _read(tmp_path / "named", "*", "id") == [(2, r.run_id)]
+    # replace writes the input's columns only (it is also how `oxi write` exports a file)
+    _load(tmp_path, [{"id": 3}], "{path: whole.parquet}", pushdown)
+    assert pq.read_table(tmp_path / "whole.parquet").column_names == ["id"]
 
 
 def test_append_without_partitions_and_a_failed_load_adds_nothing(tmp_path: Path, write_pipeline) -> None:
@@ -133,6 +151,10 @@ def test_delete_insert_replaces_exactly_the_loaded_partitions(tmp_path: Path, pu
     b2 = _load(tmp_path, backfill, sink, pushdown, DAYS)  # the same backfill again: the same dataset
     assert _read(ds, "day, id", "day nulls last, id") == expected
     assert b1.run_id != b2.run_id
+    # the replaced partitions hold the last backfill's rows; d2 keeps the first load's
+    loads = [b2.run_id, b2.run_id, r1.run_id, b2.run_id]
+    tagged = [(*row, load) for row, load in zip(expected, loads, strict=True)]
+    assert _read(ds, "day, id, _oxi_load_id", "day nulls last, id") == tagged
     assert _files(ds) == [
         f"day=__HIVE_DEFAULT_PARTITION__/part-{b2.run_id}-0.parquet",
         f"day=d1/part-{b2.run_id}-0.parquet",
@@ -168,7 +190,7 @@ def test_merge_rewrites_affected_partitions(tmp_path: Path, pushdown: bool, part
         pushdown,
         ORDERS,
     )
-    _load(
+    r2 = _load(
         tmp_path,
         [
             {"region": "eu", "id": 2, "v": "b", "ts": 3},  # NULL -> value, and the highest ts wins
@@ -182,11 +204,11 @@ def test_merge_rewrites_affected_partitions(tmp_path: Path, pushdown: bool, part
     )
     # a later load with a new column: schema growth
     grown = pa.schema([*ORDERS, pa.field("note", pa.string())])
-    _load(tmp_path, [{"region": "eu", "id": 3, "v": "c2", "ts": 5, "note": "n"}], sink, pushdown, grown)
-    assert _read(ds, "region, id, v, ts, note", "region, id") == [
-        ("eu", 2, "b", 3, None),
-        ("eu", 3, "c2", 5, "n"),
-        ("us", 1, "u", 1, None),
+    r3 = _load(tmp_path, [{"region": "eu", "id": 3, "v": "c2", "ts": 5, "note": "n"}], sink, pushdown, grown)
+    assert _read(ds, "region, id, v, ts, note, _oxi_load_id", "region, id") == [
+        ("eu", 2, "b", 3, None, r2.run_id),
+        ("eu", 3, "c2", 5, "n", r3.run_id),
+        ("us", 1, "u", 1, None, r1.run_id),  # a key no later load touched keeps its load id
     ]
     if partitioned:
         # `us` was in no later load: its file is the first load's
@@ -471,7 +493,7 @@ def test_scd2_matches_write_duckdb(
     [
         ("write_disposition: scd2", "write_disposition scd2 needs primary_key"),
         ("write_disposition: merge, primary_key: [id], scd2: {}", "`scd2` options apply to write_disposition scd2"),
-        ("write_disposition: append, load_id_column: x", "load_id_column applies to write_disposition scd2"),
+        ("write_disposition: replace, load_id_column: x", "load_id_column applies to the dataset dispositions"),
         ("write_disposition: merge", "write_disposition merge needs primary_key"),
         ("write_disposition: delete_insert", "write_disposition delete_insert needs partition_by"),
         ("write_disposition: append, merge: {hard_delete: x}", "`merge` options apply to write_disposition merge"),

@@ -3,12 +3,19 @@
 The file is opened read-only, so a pipeline (or ``oxi diff warehouse.duckdb::orders ...``) can
 never change it, and several readers may share it. ``table`` reads a base table; ``query`` runs
 any SELECT over the database (views, joins, filters).
+
+``chunk_size``, ``partition_on`` and ``partitions`` mean what they mean for the other database sources
+(:mod:`oxiflow.oxis.databases.sqlsource`): batches of ``chunk_size`` rows; N half-open ranges of the
+column's ``min``/``max`` (NULLs in the last) read at once, each on its own cursor of the one read-only
+connection (DuckDB cursors are connections to the same database instance, so they can run in parallel
+threads), interleaved through a bounded queue.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +27,7 @@ from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.incremental import IncrementalConfig
 from oxiflow.oxi import OxiConfig, ScanSQL, Source, StepContext, oxi
+from oxiflow.oxis.databases.sqlsource import check_read_options, interleave, partition_queries
 from oxiflow.oxis.files.duckscan import scan_with_cursor
 
 if TYPE_CHECKING:
@@ -34,6 +42,12 @@ class ReadDuckdbConfig(OxiConfig):
     """A base table, optionally schema-qualified (`analytics.orders`); views are read with `query`."""
     query: str | None = None
     """A SELECT over the database's tables and views (instead of `table`)."""
+    chunk_size: int | None = None
+    """Rows per Arrow batch (default: the pipeline's batch size)."""
+    partition_on: str | None = None
+    """An integer, date or timestamp column to split the read on (with `partitions`)."""
+    partitions: int = 1
+    """How many range reads to run at once, each on its own cursor (needs `partition_on`)."""
     incremental: IncrementalConfig | None = None
     """Read only rows new since the last run, by a cursor column (the bound is pushed into the query).
     See docs/incremental.md."""
@@ -44,6 +58,7 @@ class ReadDuckdbConfig(OxiConfig):
             raise ValueError(
                 "give exactly one of `table` (on the command line: warehouse.duckdb::schema.table) or `query`"
             )
+        check_read_options(self.chunk_size, self.partition_on, self.partitions, self.incremental)
         return self
 
 
@@ -89,27 +104,50 @@ class ReadDuckdb(Source):
             query = scan_with_cursor(query, ctx)
             if ctx.limit_rows is not None:
                 query = f"SELECT * FROM ({query}) LIMIT {int(ctx.limit_rows)}"
-            reader = con.sql(query).to_arrow_reader(ctx.batch_size)
+            queries = [query]
+            if cfg.partition_on and cfg.partitions > 1 and ctx.limit_rows is None:
+                queries = partition_queries(query, ident(cfg.partition_on), cfg.partitions, _one_row(con), _bound)
+            chunk = cfg.chunk_size or ctx.batch_size
+            # the first range's reader starts now, so the schema is known before the first batch
+            first = con.sql(queries[0]).to_arrow_reader(chunk)
         except BaseException as exc:
             con.close()
             raise _translate(exc, cfg, path) from None
         ctx.metadata.update(database=str(path), **({"table": cfg.table} if cfg.table else {"query": cfg.query}))
+        if len(queries) > 1:
+            ctx.metadata["partitions"] = len(queries)
+
+        def stream(reader: Any) -> Iterator[pa.RecordBatch]:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    raise _translate(exc, cfg, path) from None
+                if batch.num_rows:
+                    yield batch
+
+        def other_range(query: str) -> Iterator[pa.RecordBatch]:
+            cur = con.cursor()  # a connection of its own to the same database: it runs in parallel
+            ref = weakref.ref(cur)  # weak: see engine/duck.py (a bound method keeps the cursor alive)
+            ctx.on_interrupt(lambda: _interrupt(ref()))
+            try:
+                yield from stream(cur.sql(query).to_arrow_reader(chunk))
+            except BaseException as exc:
+                raise _translate(exc, cfg, path) from None
+            finally:
+                cur.close()
+
+        readers = [lambda: stream(first)] + [lambda q=q: other_range(q) for q in queries[1:]]
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                while True:
-                    try:
-                        batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    except Exception as exc:
-                        raise _translate(exc, cfg, path) from None
-                    if batch.num_rows:
-                        yield batch
+                yield from interleave(readers, ctx)
             finally:
                 con.close()
 
-        return OxiData(reader.schema, batches())
+        return OxiData(first.schema, batches())
 
     def cursor_range(self, column: str, ctx: StepContext) -> tuple[Any, Any] | None:
         cfg = self.config
@@ -133,8 +171,10 @@ class ReadDuckdb(Source):
         # A table scan is one SELECT any connection can run: DuckDB's ``read_duckdb(file,
         # schema_name, table_name)`` reads another database file without ATTACH. A `query` cannot:
         # it names tables of the file, which only a connection that ATTACHed it (a statement, not
-        # part of a SELECT) could resolve, so queries always take the streaming path.
-        return self.config.table is not None and has_read_duckdb()
+        # part of a SELECT) could resolve, so queries always take the streaming path. Range reads
+        # (`partitions` > 1) were asked for explicitly: they stream too. (`chunk_size` shapes batches,
+        # which a pushed-down statement has none of.)
+        return self.config.table is not None and self.config.partitions == 1 and has_read_duckdb()
 
     def scan_sql(self, ctx: StepContext) -> ScanSQL:
         cfg = self.config
@@ -162,6 +202,32 @@ class ReadDuckdb(Source):
             count_sql=f"SELECT count(*) FROM {scan}",  # from the table's metadata: no scan
             translate=translate,
         )
+
+
+def _one_row(con: duckdb.DuckDBPyConnection) -> Any:
+    """Run a one-row SELECT to its end (DuckDB 2 refuses new work on a connection with a result still open)."""
+
+    def run(sql: str) -> tuple[Any, ...] | None:
+        rows = con.execute(sql).fetchall()
+        return rows[0] if rows else None
+
+    return run
+
+
+def _bound(value: Any) -> str:
+    """A range bound of ``partition_on`` as a DuckDB literal of its type."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return f"{'TIMESTAMPTZ' if value.tzinfo else 'TIMESTAMP'} {literal(value.isoformat())}"
+    if isinstance(value, dt.date):
+        return f"DATE {literal(value.isoformat())}"
+    return str(int(value))
+
+
+def _interrupt(cur: duckdb.DuckDBPyConnection | None) -> None:
+    if cur is not None:
+        cur.interrupt()
 
 
 @functools.cache

@@ -187,10 +187,11 @@ class Disposition(ABC):
         return None
 
     def tagged(self, data: OxiData, ctx: StepContext) -> OxiData:
-        """``append``/``replace`` tag rows with the load id in incremental loads (``ctx.load_id``) only."""
-        if ctx.load_id is None or not self.cfg.load_id_column:
+        """Every row with the load id in ``load_id_column`` (as dlt's ``_dlt_load_id``): the state store's
+        load id in incremental runs, else the run id; an input column of that name is replaced."""
+        if not self.cfg.load_id_column:
             return data
-        return with_load_id(data, ctx.load_id, self.cfg.load_id_column)
+        return with_load_id(data, load_id_of(ctx), self.cfg.load_id_column)
 
 
 class Append(Disposition):
@@ -265,7 +266,7 @@ class Applied(Disposition):
         db.create_temp(staging, columns)
         rows = db.load(None, staging, _checked(iter(data), ctx), columns, temporary=True)
         unique = check_keys(db, staging, cfg.primary_key, name, rows) if cfg.primary_key else False
-        load_id = str(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
+        load_id = load_id_of(ctx)
         changes: dict[str, int] = {}
         for label, sql in statements(
             dialect,
@@ -284,8 +285,6 @@ class Applied(Disposition):
             ctx.check_cancelled()
         self.cleanup(db, schema, name)
         ctx.metadata["changes"] = changes
-        if cfg.load_id_column:
-            ctx.metadata["load_id"] = load_id
         return rows
 
     def cleanup(self, db: Backend, schema: str | None, name: str) -> None:
@@ -333,6 +332,7 @@ def write_table(
                 f"INSERT INTO {db.q(schema, LOADS_TABLE)} (load_id, pipeline, step, committed_at) VALUES "
                 f"({text(ctx.load_id)}, {text(ctx.pipeline)}, {text(ctx.step_id)}, {text(_now())})"
             )
+            db.execute(prune_markers_sql(db.q(schema, LOADS_TABLE), ctx, text))
         ctx.check_cancelled()
         crash_point("before_sink_commit")
         db.commit()
@@ -341,7 +341,26 @@ def write_table(
         _quietly(lambda: disp.cleanup(db, schema, name))
         raise
     ctx.metadata.update(rows=rows, table=table, database=db.label)
+    if options.load_id_column:
+        ctx.metadata["load_id"] = load_id_of(ctx)
     return rows
+
+
+def prune_markers_sql(loads: str, ctx: StepContext, text: Any) -> str:
+    """DELETE of the markers of this step's earlier loads, run in the load's transaction. A marker is
+    only read while its load is pending (recovery asks whether it committed), and the state store settles
+    every pending load of the pipeline before it begins a new one (state/loads.py), so none of them is
+    needed any more: `_oxi_loads` keeps one row per step instead of one per run. (The history of loads is
+    the state store's `loads` table, and every row names its load in `_oxi_load_id`.)"""
+    return (
+        f"DELETE FROM {loads} WHERE pipeline = {text(ctx.pipeline)} AND step = {text(ctx.step_id)} "
+        f"AND load_id <> {text(ctx.load_id)}"
+    )
+
+
+def load_id_of(ctx: StepContext) -> str:
+    """The id a sink tags its rows with: the state store's load id in an incremental run, else the run id."""
+    return str(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
 
 
 def ensure_table(db: Backend, schema: str | None, name: str, wanted: list[tuple[str, str]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The shared body of the SQL sources (read_postgres, read_mysql, read_sqlite).
+"""The shared body of the SQL sources (read_postgres, read_mysql, read_sqlite; read_duckdb uses its
+partitioning and options too).
 
 A source reads ``table`` or ``query`` as one stream of Arrow batches over a server-side cursor
 (never ``fetchall``), so memory stays bounded by the batch size. With ``partition_on`` and
@@ -45,15 +46,23 @@ class SqlSourceConfig(OxiConfig):
     def _check(self) -> SqlSourceConfig:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of `table` or `query`")
-        if self.partitions < 1:
-            raise ValueError("`partitions` must be at least 1")
-        if self.partitions > 1 and not self.partition_on:
-            raise ValueError("`partitions` > 1 needs `partition_on` (an integer or timestamp column)")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError("`chunk_size` must be at least 1")
-        if self.incremental is not None and self.incremental.mode != "rows":
-            raise ValueError("database sources take `incremental.mode: rows` only")
+        check_read_options(self.chunk_size, self.partition_on, self.partitions, self.incremental)
         return self
+
+
+def check_read_options(
+    chunk_size: int | None, partition_on: str | None, partitions: int, incremental: IncrementalConfig | None
+) -> None:
+    """ValueErrors (config errors at validate time) for the read options every database source shares
+    (read_postgres, read_mysql, read_sqlite, read_duckdb)."""
+    if partitions < 1:
+        raise ValueError("`partitions` must be at least 1")
+    if partitions > 1 and not partition_on:
+        raise ValueError("`partitions` > 1 needs `partition_on` (an integer or timestamp column)")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError("`chunk_size` must be at least 1")
+    if incremental is not None and incremental.mode != "rows":
+        raise ValueError("database sources take `incremental.mode: rows` only")
 
 
 def incremental_query(base: str, ctx: StepContext, quote: Callable[[str], str], *, text_dates: bool = False) -> str:

@@ -1,14 +1,23 @@
 """Arrow <-> SQL types and identifier quoting, per dialect (PostgreSQL, MySQL/MariaDB, SQLite).
 
 Sinks create tables with :func:`sql_type`; the tables in ``docs/databases.md`` are this module's
-mapping written out. Identifiers are quoted here because the drivers we load with have no
-quoting helper (ADBC, pymysql, sqlite3): one small function per dialect, tested in
-``tests/integration/test_databases_sqltypes.py`` against the database itself.
+mapping written out.
+
+Identifiers go through :func:`quote_ident`, the one quoting function of the SQL sinks and sources.
+PostgreSQL's are quoted by the driver's own tool, ``psycopg.sql.Identifier`` (psycopg comes with
+the ``postgres`` extra beside ADBC, which has no quoting helper). The sinks and sources talk ADBC and
+have no psycopg connection, so it is psycopg's connection-less form (PostgreSQL's rule, as libpq's
+``PQescapeIdentifier`` applies it); the state store, which has a psycopg connection, composes its SQL
+with ``sql.Identifier`` on it. PyMySQL and sqlite3 have no identifier quoting (only string escaping),
+so MySQL/MariaDB (backticks doubled) and SQLite (double quotes doubled) are quoted here. (DuckDB's
+rule, the same as SQLite's, is ``oxiflow.engine.duck.ident``.) Tested with quotes, spaces, unicode and
+reserved words against each database: ``tests/integration/test_identifiers.py``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import functools
+from typing import TYPE_CHECKING, Any, Literal
 
 from oxiflow.errors import DataError
 
@@ -23,10 +32,32 @@ def quote_ident(dialect: SqlDialect, name: str) -> str:
     """One identifier, quoted so any name (spaces, quotes, keywords) is taken literally."""
     if "\x00" in name:
         raise DataError(f"identifier {name!r} contains a NUL character", hint="rename the column or table")
+    if dialect == "postgres":
+        return _pg_identifier(name)
     if dialect == "mysql":
         return "`" + name.replace("`", "``") + "`"
-    # PostgreSQL and SQLite: standard SQL double quotes, a quote inside doubled
+    # SQLite: standard SQL double quotes, a quote inside doubled
     return '"' + name.replace('"', '""') + '"'
+
+
+def _pg_identifier(name: str) -> str:
+    sql = _psycopg_sql()
+    if sql is not None:
+        try:
+            return str(sql.Identifier(name).as_string(None))
+        except ValueError:  # psycopg < 3.2 quotes identifiers only with a connection
+            pass
+    # without psycopg (the postgres extra brings it): its rule, PostgreSQL's, double quotes doubled
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.cache
+def _psycopg_sql() -> Any:
+    try:
+        from psycopg import sql
+    except ImportError:
+        return None
+    return sql
 
 
 def qualified(dialect: SqlDialect, schema: str | None, table: str) -> str:

@@ -29,6 +29,14 @@ dispositions here change part of a dataset folder and keep the rest:
 A kill between the two renames of a swap leaves the old partition (or dataset) only in the killed run's
 temporary folder: the next write puts it back before reading (:func:`_restore_interrupted_swaps`).
 
+Every row written by a load carries its load id in ``load_id_column`` (``_oxi_load_id``; the state
+store's load id in incremental runs, else the run id), as every table sink's rows do and as dlt's
+filesystem destination writes ``_dlt_load_id`` into its files: a query over the dataset can tell the
+loads apart (``GROUP BY _oxi_load_id``) without reading file names. Rows a load leaves in place
+(merge's other keys, scd2's older versions, the partitions delete_insert does not replace) keep the id of
+the load that wrote them; ``load_id_column: null`` leaves the column out. The files are still named after
+the load, which the load protocol's recovery relies on.
+
 Schema growth: a new input column is written in the files of this load only; read the dataset with
 ``union_by_name`` (read_parquet's default) to see it as NULL in older files. Partition values are
 folder names written by DuckDB (URL-escaped; NULL as ``__HIVE_DEFAULT_PARTITION__``).
@@ -98,11 +106,13 @@ def write_dataset(
     primary_key: list[str] | None,
     merge: MergeOptions | None,
     history: History | None = None,
+    load_id_column: str | None = LOAD_ID_COLUMN,
     data: OxiData | None = None,
     query: str | None = None,
     views: Sequence[tuple[str, str]] = (),
 ) -> int:
-    """Apply one load to the dataset folder ``target``; the number of rows in the load."""
+    """Apply one load to the dataset folder ``target``; the number of rows in the load. Its rows get the
+    load id in ``load_id_column`` (None: no such column)."""
     import duckdb
 
     if target.exists() and not target.is_dir():
@@ -134,9 +144,9 @@ def write_dataset(
                 con.execute(f"CREATE TEMP VIEW {ident(view)} AS {sql}")
             source = query
         columns = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {source}").fetchall()}
-        if history is not None:
-            # the system columns are written here: an input column of that name is replaced, as in tables
-            columns = {c: t for c, t in columns.items() if c not in _reserved(history)}
+        # the system columns are written here: an input column of that name is replaced, as in tables
+        reserved = _reserved(history, load_id_column)
+        columns = {c: t for c, t in columns.items() if c not in reserved}
         options = history.options if history is not None else merge or MergeOptions()
         _check_columns(columns, partition_by, primary_key, options)
         if keyed:
@@ -145,10 +155,14 @@ def write_dataset(
             cols = ", ".join(ident(c) for c in columns)
             con.execute(f"CREATE TEMP TABLE {STAGING} AS SELECT {cols} FROM ({source})")
             rows = _scalar(con, f"SELECT count(*) FROM {STAGING}")
-            keyed_load = KeyedLoad(target, tmp, opts, name, columns, partition_by, primary_key, options)
+            keyed_load = KeyedLoad(
+                target, tmp, opts, name, columns, partition_by, primary_key, options, load_id_column, raw_load_id
+            )
             _rewrite_keyed(con, ctx, keyed_load, history, raw_load_id)
         else:
             out = tmp / "data"
+            if load_id_column or reserved & set(columns):
+                source = f"SELECT {_tagged(columns, load_id_column, raw_load_id)} FROM ({source}) AS src"
             rows = _scalar(con, f"COPY ({source}) TO {literal(str(_folder(out, partition_by, name)))} ({opts})")
             _check_tree(out)
             ctx.check_cancelled()
@@ -178,7 +192,7 @@ def write_dataset(
         crash_point("after_publish")
         write_load_marker(target, ctx.load_id)
     remove_stale_temps(target, started)
-    ctx.metadata.update(path=str(target), rows=rows, load_id=load_id)
+    ctx.metadata.update(path=str(target), rows=rows, load_id=raw_load_id if load_id_column else load_id)
     ctx.bytes_written += sum(p.stat().st_size for p in target.rglob("*.parquet"))
     return rows
 
@@ -195,6 +209,8 @@ class KeyedLoad:
     partition_by: list[str] | None
     keys: list[str]
     options: MergeOptions
+    load_id_column: str | None = LOAD_ID_COLUMN
+    load_id: str = ""
 
 
 def _rewrite_keyed(
@@ -266,8 +282,9 @@ def _create_winners(con: duckdb.DuckDBPyConnection, load: KeyedLoad, hashed: lis
 
 
 def _merged_select(load: KeyedLoad, scan: str | None) -> str:
-    """merge: the old rows whose key is not in the load, plus the load's winners that are not deletes."""
-    cols = ", ".join(ident(c) for c in load.types)
+    """merge: the old rows whose key is not in the load (with their own load id), plus the load's winners
+    that are not deletes (with this load's)."""
+    cols = _tagged(load.types, load.load_id_column, load.load_id)
     merged = f"SELECT {cols} FROM {WINNERS} WHERE NOT _oxi_deleted"
     if scan is None:
         return merged
@@ -345,8 +362,20 @@ def _on(keys: list[str]) -> str:
     return " AND ".join(f"o.{ident(k)} = w.{ident(k)}" for k in keys)
 
 
-def _reserved(history: History) -> set[str]:
-    return set(SCD2_COLUMNS) | ({history.load_id_column} if history.load_id_column else set())
+def _reserved(history: History | None, load_id_column: str | None) -> set[str]:
+    """Input columns the load writes itself (replaced when the input has them)."""
+    names = {load_id_column} if load_id_column else set()
+    if history is not None:
+        names |= set(SCD2_COLUMNS) | ({history.load_id_column} if history.load_id_column else set())
+    return names
+
+
+def _tagged(columns: dict[str, str] | Sequence[str], load_id_column: str | None, load_id: str) -> str:
+    """The select list of ``columns``, plus the load id as ``load_id_column`` when there is one."""
+    cols = [ident(c) for c in columns]
+    if load_id_column:
+        cols.append(f"{literal(load_id)} AS {ident(load_id_column)}")
+    return ", ".join(cols)
 
 
 def _folder(tmp: Path, partition_by: list[str] | None, name: str) -> Path:

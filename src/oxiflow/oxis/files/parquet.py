@@ -87,16 +87,19 @@ class WriteParquetConfig(FileSinkConfig):
     scd2: Scd2Options | None = None
     """`scd2` options: `full_snapshot`, `load_time`, `dedup_sort`, `hard_delete`."""
     load_id_column: str | None = LOAD_ID_COLUMN
-    """`scd2` only: column holding the id of the load that opened each version (`null`: none). The other
-    dispositions name their files after the load instead."""
+    """Dataset dispositions (`append`, `merge`, `delete_insert`, `scd2`): column holding the id of the load
+    that wrote each row (scd2: that opened each version), as in tables; `null`: none. `replace` writes the
+    input's columns only."""
 
     @model_validator(mode="after")
     def _check_disposition(self) -> WriteParquetConfig:
         check_disposition(self.write_disposition, self.primary_key, self.partition_by, self.merge, self.scd2)
-        if "load_id_column" in self.model_fields_set and self.write_disposition != "scd2":
+        if "load_id_column" in self.model_fields_set and self.write_disposition == "replace":
+            # replace is also how a file is exported (`oxi write out.parquet`): its output is exactly its
+            # input, with no column oxiflow adds; one load is the whole output, so the column would say nothing
             raise ValueError(
-                f"load_id_column applies to write_disposition scd2 on Parquet, not {self.write_disposition}: "
-                "the other dispositions name their files after the load"
+                "load_id_column applies to the dataset dispositions (append, merge, delete_insert, scd2), "
+                "not replace: a replaced output holds the input's columns only"
             )
         return self
 
@@ -171,6 +174,7 @@ class WriteParquet(Sink):
                 primary_key=cfg.primary_key,
                 merge=cfg.merge,
                 history=cfg.history(ctx.metadata),
+                load_id_column=cfg.load_id_column,
                 data=data,
                 query=query,
                 views=views,
