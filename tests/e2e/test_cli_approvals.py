@@ -67,8 +67,12 @@ def test_breaking_change_waits_for_approval(tmp_path: Path) -> None:
         "approved", "alice", "amount is free text now (ticket 42)")  # fmt: skip
     assert decided["approved_at"] >= decided["requested_at"]
 
-    third = oxiflow("run", "p.yaml", cwd=tmp_path)
+    third = oxiflow("run", "p.yaml", "--json", cwd=tmp_path)
     assert third.returncode == 0, third.stderr
+    # conservation: every row read is written (nothing dead-lettered or filtered by the approved change)
+    run = json.loads(third.stdout)
+    assert run["dlq_count"] == 0 and all(s["rows_rejected"] == s["rows_filtered"] == 0 for s in run["steps"])
+    assert run["steps"][0]["rows_out"] == pq.read_metadata(target).num_rows == 3
     assert pq.read_table(target).to_pylist() == _csv_oracle(tmp_path / "in.csv")
     v2 = json.loads(oxiflow("schemas", "show", "orders", "--json", cwd=tmp_path).stdout)
     assert v2["version"] == 2 and [f["type"] for f in v2["fields"]] == ["int64", "string"]

@@ -50,6 +50,9 @@ def test_list_show_export(tmp_path: Path) -> None:
     assert sorted(x["rule"] for x in records) == ["enum(status)", "not_null(id)", "range(amount)"]
     assert {x["run_id"] for x in records} == {run["run_id"]} and {x["step"] for x in records} == {"validate"}
     assert len(records) == run["dlq_count"] == 3
+    # conservation: the rows read = the rows in the table + the rows in the DLQ (+ filtered: none)
+    assert run["steps"][0]["rows_out"] == len(CSV.splitlines()) - 1 == len(_table(tmp_path)) + len(records)
+    assert sum(s["rows_filtered"] for s in run["steps"]) == 0
     text = oxiflow("dlq", "list", cwd=tmp_path)
     assert text.returncode == 0 and "range(amount)" in text.stdout
     one = next(x for x in records if x["rule"] == "range(amount)")

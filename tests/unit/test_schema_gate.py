@@ -3,6 +3,7 @@ kind of change, approvals in a real SQLite state file and in the real PostgreSQL
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import uuid
@@ -104,6 +105,8 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("string_to_int", "discard_row"): (pa.table({"v": pa.array([1], I64)}), 1, {}, 1),
     ("string_to_int", "discard_value"): (pa.table({"v": pa.array([1, None], I64)}), 0, {"v": 1}, 1),
     ("float_to_int", "evolve"): BLOCKED,
+    ("float_to_int", "freeze"): BLOCKED,
+    ("float_to_int", "discard_row"): (pa.table({"v": pa.array([1], I64)}), 1, {}, 1),  # 2.5 is not an integer
     ("float_to_int", "discard_value"): (pa.table({"v": pa.array([1, None], I64)}), 0, {"v": 1}, 1),
 }  # fmt: skip
 for _mode in ("evolve", "freeze", "discard_row", "discard_value"):
@@ -132,6 +135,11 @@ def _sink(tmp_path: Path, yaml_text: str) -> Any:
     path = tmp_path / "p.yaml"
     path.write_text(textwrap.dedent(yaml_text).lstrip(), encoding="utf-8")
     return load_pipeline(path).step("out")
+
+
+def _dlq_records(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "dlq.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _ctx(tmp_path: Path) -> StepContext:
@@ -168,9 +176,16 @@ def test_mode_on_change(tmp_path: Path, sqlite_store: StateStore, change: str, m
     gate.commit()
     assert written.schema.equals(table.schema), (written.schema, table.schema)
     assert written.to_pylist() == table.to_pylist()
-    assert ctx.rows_rejected == rejected == ctx.dlq.count  # type: ignore[union-attr]
+    ctx.dlq.close()  # type: ignore[union-attr]
+    records = _dlq_records(tmp_path)
+    assert ctx.rows_rejected == rejected == sum(r["rule"] == "schema_contract" for r in records)
     assert written.num_rows + rejected == incoming.num_rows
     assert ctx.metadata.get("schema_values_nulled", {}) == nulled
+    # discard_value records which values it dropped: one DLQ record per written row, the values as they came in
+    dropped = [r for r in records if r["rule"] == "schema_contract:discard_value"]
+    assert {c: sum(c in r["values"] for r in dropped) for c in nulled} == nulled
+    for r in dropped:
+        assert all(r["raw"][c] == v and v is not None for c, v in r["values"].items())
     assert ctx.metadata["schema_version"] == version
     latest = sqlite_store.latest_schema("ds")
     assert latest is not None and latest.version == version and latest.schema.equals(table.schema)

@@ -47,7 +47,19 @@ def _registry(store: StateStore) -> Registry:
 def _unknown(registry: Registry, dataset: str, what: str) -> typer.Exit:
     import difflib
 
-    match = difflib.get_close_matches(dataset, registry.datasets(), n=1)
+    known = registry.datasets()
+    if dataset in known:  # known (settings, approvals) but without what was asked for: say why, not "did you mean"
+        pending = registry.approvals(dataset, pending_only=True)
+        if what == "no pending approval":
+            hint = "nothing is waiting; `oxiflow approvals --all` lists the decided ones"
+        elif pending:
+            hint = (f"its runs are waiting for approval of a breaking change: `oxiflow approvals --dataset "
+                    f"{dataset}`, then `oxiflow approve {dataset}`")  # fmt: skip
+        else:
+            hint = "no run has written it yet"
+        output.err(f"error: {what} for dataset {dataset!r} ({hint})")
+        return typer.Exit(1)
+    match = difflib.get_close_matches(dataset, known, n=1)
     hint = f"did you mean {match[0]!r}?" if match else "see `oxiflow schemas list`"
     output.err(f"error: {what} for dataset {dataset!r} ({hint})")
     return typer.Exit(1)

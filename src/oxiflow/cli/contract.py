@@ -134,14 +134,26 @@ def infer(
 
 @app.command("lint")
 def lint(
-    contract: Annotated[str, typer.Argument(help="The contract to load.")],
+    contract: Annotated[str, typer.Argument(help="The contract to check.")],
+    schema: Annotated[
+        str | None,
+        typer.Option("--schema", metavar="PATH", help="Validate against this JSON Schema instead (needs jsonschema)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Load a contract and list the parts oxiflow keeps but does not check (exit 2 if it cannot load)."""
+    """Check that a contract is valid for its standard (ODCS v3 required fields and types; the full JSON Schema
+    with `oxiflow[contracts]` installed or --schema) and list the parts oxiflow keeps but does not check.
+
+    Exit code 0 when valid, 1 when the document breaks its standard, 2 when it cannot be read as a contract.
+
+    Example: oxi contract lint orders.odcs.yaml --schema odcs-json-schema-v3.0.2.json
+    """
     from oxiflow.contracts import load_contract
+    from oxiflow.contracts.lint import lint as lint_document
     from oxiflow.errors import OxiflowError
 
     try:
+        result = lint_document(contract, schema)
         c = load_contract(contract)
     except OxiflowError as exc:
         raise _fail(exc) from None
@@ -150,13 +162,23 @@ def lint(
             {
                 "contract": contract,
                 "format": c.source_format,
+                "valid": result.valid,
+                "errors": result.errors,
+                "schema": result.schema,
                 "datasets": [{"name": d.name, "fields": len(d.fields)} for d in c.datasets],
                 "unsupported": c.unsupported,
             }
         )
-        return
+        raise typer.Exit(0 if result.valid else 1)
     typer.echo(f"{contract}: {c.source_format} {c.api_version or ''}, {len(c.datasets)} dataset(s)")
     for d in c.datasets:
         typer.echo(f"  {d.name}: {len(d.fields)} field(s), {len(d.quality)} dataset rule(s)")
     for note in c.unsupported:
         typer.echo(f"  not checked: {note}")
+    for error in result.errors:
+        typer.echo(f"  invalid: {error}")
+    for note in result.notes:
+        output.err(f"note: {note}")
+    verdict = "valid" if result.valid else f"INVALID: {len(result.errors)} error(s)"
+    typer.echo(f"{verdict}" + (f" (JSON Schema {result.schema})" if result.schema else ""))
+    raise typer.Exit(0 if result.valid else 1)

@@ -207,10 +207,16 @@ def dlq_replay(
     try:
         with open_store(resolve_url(state_url, plan.project, plan.base_dir)) as store:
             table = DlqTable(store)
+            # records of values `discard_value` nulled describe rows that were written: replaying them would
+            # write those rows twice
+            from oxiflow.contracts.enforce import VALUES_RULE
+
             if from_file is not None:
                 items = rp.items_from_file(from_file, table)
+                items = [i for i in items if not (i.id and getattr(table.get(i.id), "rule", None) == VALUES_RULE)]
             else:
-                items = rp.items_from_table(table.records(pipeline=plan.name, run_id=run, pending=True))
+                records = table.records(pipeline=plan.name, run_id=run, pending=True)
+                items = rp.items_from_table([r for r in records if r.rule != VALUES_RULE])
             schemas = {fp: table.schema(fp) for fp in {i.schema_fp for i in items} if fp}
     except (StateError, rp.ReplayError) as exc:
         output.err(f"error: {exc}")

@@ -71,6 +71,8 @@ class Check:
     counted: str | None = None
     key: str | None = None
     proof: str | None = None
+    # what a row must satisfy, as a DLQ reason says it after the value: "must be >= 0" (row checks, unique keys)
+    requirement: str | None = None
 
 
 @dataclass
@@ -125,6 +127,7 @@ def compile_checks(ds: Dataset, shape: DataShape, sla: list[SlaProperty] | None 
                 f"primary key ({', '.join(cols)}) is unique",
                 aggregate=f"count(*) - count(DISTINCT {tup})",  # a row tuple is never NULL: count(*) rows
                 key=tup,
+                requirement=f"must be unique: primary key ({', '.join(cols)}) of an earlier row",
             )
         )
     for i, rule in enumerate(ds.quality):
@@ -174,6 +177,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                     f"{f.name} values are {logical}",
                     predicate=f"{col} IS NULL OR {value} IS NOT NULL",
                     text_column=text_column,
+                    requirement=f"must be a valid {logical}",
                 )
             )
         else:
@@ -192,6 +196,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 predicate=f"{col} IS NOT NULL",
                 text_column=text_column,
                 proof=f"count({col}) = count(*)",
+                requirement="must not be null (required)",
             )
         )
     text = value if family(actual) == "string" or value != col else f"CAST({col} AS VARCHAR)"
@@ -208,6 +213,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 f"{f.name} in {values}",
                 predicate=f"{col} IS NULL OR {target} IN ({', '.join(literal(v) for v in values)})",
                 text_column=text_column,
+                requirement=f"must be one of {values}",
             )
         )
     if f.pattern:
@@ -220,6 +226,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 f"{f.name} matches {f.pattern}",
                 predicate=f"{col} IS NULL OR regexp_matches({text}, {literal(f.pattern)})",
                 text_column=text_column,
+                requirement=f"must match {f.pattern!r}",
             )
         )
     duck_type = (
@@ -243,6 +250,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 predicate=f"{col} IS NULL OR {value} {op} {limit}",
                 text_column=text_column,
                 proof=proof,
+                requirement=f"must be {op} {bound}",
             )
         )
     for attr, op in (("min_length", ">="), ("max_length", "<=")):
@@ -258,6 +266,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 f"length({f.name}) {op} {n}",
                 predicate=f"{col} IS NULL OR length({text}) {op} {int(n)}",
                 text_column=text_column,
+                requirement=f"must have length {op} {int(n)}",
             )
         )
     if f.unique or (f.primary_key and sum(1 for x in ds.fields if x.primary_key) == 1):
@@ -270,6 +279,7 @@ def _field_checks(ds: Dataset, f: Field, shape: DataShape, present: bool) -> lis
                 f"{f.name} is unique",
                 aggregate=f"count({col}) - count(DISTINCT {col})",
                 key=col,
+                requirement="must be unique (an earlier row has this value)",
             )
         )
     for i, rule in enumerate(f.quality):

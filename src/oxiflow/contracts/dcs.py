@@ -106,7 +106,16 @@ def from_dcs(doc: dict[str, Any], path: str) -> Contract:
                 if f.name == key:
                     f.primary_key, f.primary_key_position = True, pos
         quality = _rules(model.get("quality"), f"{where}.quality", notes)
-        datasets.append(Dataset(name=str(name), description=model.get("description"), fields=fields, quality=quality))
+        config = model.get("config")
+        datasets.append(
+            Dataset(
+                name=str(name),
+                description=model.get("description"),
+                fields=fields,
+                quality=quality,
+                properties=dict(config) if isinstance(config, dict) else {},  # DCS's tool-specific settings
+            )
+        )
     if doc.get("quality"):
         notes.append("$.quality: a contract-wide quality block (SodaCL / great-expectations): kept, not run")
     sla = []

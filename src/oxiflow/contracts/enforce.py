@@ -20,11 +20,15 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from oxiflow.contracts.enforcement import ContractShape
     from oxiflow.oxi import StepContext
 
 MODES = ("evolve", "freeze", "discard_row", "discard_value")
 ENTITIES = ("tables", "columns", "data_type")
 RULE = "schema_contract"  # the DLQ rule name of rows this module rejects
+# the DLQ rule of records of values `discard_value` set to null (or did not write): the row itself was written, so
+# these records are not rejected rows and are never replayed
+VALUES_RULE = "schema_contract:discard_value"
 
 
 @dataclass
@@ -47,6 +51,9 @@ class SchemaPlan:
     incoming: pa.Schema
     target: pa.Schema  # the schema written (and registered)
     drift: list[Drift] = field(default_factory=list)
+    # the schema of the conformed stream before the contract's rules ran: ``target`` with the contract's required
+    # columns still nullable (their nulls are the `required` rule's to reject); None: ``target``
+    unchecked: pa.Schema | None = None
     actions: list[str] = field(default_factory=list)  # what happens about each drift item
     blocked: list[str] = field(default_factory=list)  # changes a `freeze` mode forbids
     reject_all: str | None = None  # every row goes to the DLQ (tables: discard_*), with this reason
@@ -62,6 +69,11 @@ class SchemaPlan:
             and all(c.source == "pass" and not c.reject_nulls for c in self.columns)
             and self.target.equals(self.incoming)
         )
+
+    @property
+    def stream_schema(self) -> pa.Schema:
+        """The schema of the conformed stream (before the contract's rules, when there are some)."""
+        return self.unchecked if self.unchecked is not None else self.target
 
     def report(self) -> list[dict[str, Any]]:
         return [{**d.to_dict(), "action": a} for d, a in zip(self.drift, self.actions, strict=True)]
@@ -80,19 +92,50 @@ def resolve_modes(value: Any) -> dict[str, str]:
     return {e: str(getattr(value, e)) for e in ENTITIES}
 
 
-def plan_schema(base: pa.Schema | None, incoming: pa.Schema, modes: dict[str, str]) -> SchemaPlan:
+def plan_schema(
+    base: pa.Schema | None,
+    incoming: pa.Schema,
+    modes: dict[str, str],
+    shape: ContractShape | None = None,
+    *,
+    new: bool = False,
+) -> SchemaPlan:
     """What to write, given the registered schema ``base``. ``freeze`` plans as ``evolve`` (the schema the
-    run would publish if a person approved it) and lists the change in ``blocked``."""
+    run would publish if a person approved it) and lists the change in ``blocked``.
+
+    ``shape``: what a contract whose rules run on the conformed stream fixes. Its typed columns are cast to
+    ``base``'s type in every mode (a CSV's integers under a `number` field are numbers, not a new type), values that
+    do not fit going to the DLQ (nulled under ``discard_value``); its required columns are planned as NOT NULL, the
+    `required` rule rejecting the rows with a null. ``new``: the dataset has no registered version (``base`` is a
+    contract's schema), so the ``tables`` mode applies too."""
     import pyarrow as pa
 
+    relaxed: set[str] = set()
+    if shape is not None and shape.required:
+        relaxed = {n for n in shape.required if n in incoming.names and incoming.field(n).nullable}
+        incoming = pa.schema(
+            [f.with_nullable(False) if f.name in relaxed else f for f in incoming], metadata=incoming.metadata
+        )
+    plan = _plan(base, incoming, modes, shape)
+    if new and base is not None:
+        _new_dataset(plan, modes["tables"])
+    if relaxed:
+        plan.unchecked = pa.schema(
+            [f.with_nullable(True) if f.name in relaxed else f for f in plan.target], metadata=plan.target.metadata
+        )
+    return plan
+
+
+def _plan(
+    base: pa.Schema | None, incoming: pa.Schema, modes: dict[str, str], shape: ContractShape | None
+) -> SchemaPlan:
+    import pyarrow as pa
+
+    typed = shape.typed if shape is not None else set()
     if base is None:
         plan = SchemaPlan(None, incoming, incoming)
         plan.columns = [ColumnPlan(f.name, f.type, f.nullable) for f in incoming]
-        mode = modes["tables"]
-        if mode == "freeze":
-            plan.blocked.append("the dataset has no registered schema and tables: freeze allows no new one")
-        elif mode in ("discard_row", "discard_value"):
-            plan.reject_all = f"the dataset has no registered schema (tables: {mode})"
+        _new_dataset(plan, modes["tables"])
         return plan
 
     plan = SchemaPlan(base, incoming, base)
@@ -126,6 +169,10 @@ def plan_schema(base: pa.Schema | None, incoming: pa.Schema, modes: dict[str, st
             if can_widen(g.type, f.type):  # narrower data: cast up, the dataset's type stays
                 col.source = "cast"
                 note(d, "cast to the registered type")
+            elif f.name in typed:  # the contract fixes the type: these are values to cast, not a new type
+                col.source, col.on_fail = "try", "value" if type_mode == "discard_value" else "row"
+                note(d, "cast to the contract's type; values that do not fit: "
+                        + ("set to null" if col.on_fail == "value" else "rows to the dead-letter queue"))  # fmt: skip
             elif type_mode in ("evolve", "freeze"):
                 col.type = g.type
                 keep_field = pa.field(f.name, g.type, f.nullable, f.metadata)
@@ -165,6 +212,14 @@ def plan_schema(base: pa.Schema | None, incoming: pa.Schema, modes: dict[str, st
     return plan
 
 
+def _new_dataset(plan: SchemaPlan, mode: str) -> None:
+    """The ``tables`` mode on a dataset's first write."""
+    if mode == "freeze":
+        plan.blocked.insert(0, "the dataset has no registered schema and tables: freeze allows no new one")
+    elif mode in ("discard_row", "discard_value"):
+        plan.reject_all = f"the dataset has no registered schema (tables: {mode})"
+
+
 class Conformer:
     """Applies a :class:`SchemaPlan` to a stream: casts, nulls, rejected rows to the DLQ."""
 
@@ -198,9 +253,10 @@ class Conformer:
         plan = self.plan
         n = batch.num_rows
         if plan.reject_all is not None:
-            self._reject(batch, pa.array([True] * n), [(pa.array([True] * n), plan.reject_all, None)])
-            return pa.RecordBatch.from_pylist([], schema=plan.target)
+            self._reject(batch, pa.repeat(True, n), [(pa.repeat(True, n), plan.reject_all, None)])
+            return pa.RecordBatch.from_pylist([], schema=plan.stream_schema)
         reasons: list[tuple[pa.Array, str, str | None]] = []  # (row mask, reason, column)
+        nulled: list[tuple[pa.Array, str, str]] = []  # (row mask, reason, column): values discard_value drops
         tried = self._try_casts(batch)
         arrays = []
         for col in plan.columns:
@@ -212,11 +268,11 @@ class Conformer:
                 arr = pc.cast(batch.column(col.name), col.type)  # lossless by the plan
             else:
                 arr, failed = tried[col.name]
-                registered = f"registered type {col.type}"
+                why = f"column {col.name}: value does not fit the registered type {col.type}"
                 if col.on_fail == "row":
-                    reasons.append((failed, f"column {col.name}: value does not fit the {registered}", col.name))
+                    reasons.append((failed, why, col.name))
                 else:
-                    self.values_nulled[col.name] = self.values_nulled.get(col.name, 0) + pc.sum(failed).as_py()
+                    nulled.append((failed, why + ": written as null", col.name))
             if col.reject_nulls:
                 reasons.append((pc.is_null(arr), f"column {col.name} is NOT NULL in the registered schema", col.name))
             arrays.append(arr)
@@ -225,18 +281,55 @@ class Conformer:
             if how == "row":
                 reasons.append((present, f"column {name} is not in the registered schema", name))
             else:
-                self.values_nulled[name] = self.values_nulled.get(name, 0) + pc.sum(present).as_py()
-        out = pa.RecordBatch.from_arrays(arrays, schema=plan.target)
-        if not reasons:
-            return out
-        bad = reasons[0][0]
-        for mask, _, _ in reasons[1:]:
-            bad = pc.or_(bad, mask)
-        bad = pc.fill_null(bad, False)
-        if not pc.any(bad).as_py():
+                nulled.append((present, f"column {name} is not in the registered schema: not written", name))
+        out = pa.RecordBatch.from_arrays(arrays, schema=plan.stream_schema)
+        bad = None
+        if reasons:
+            bad = reasons[0][0]
+            for mask, _, _ in reasons[1:]:
+                bad = pc.or_(bad, mask)
+            bad = pc.fill_null(bad, False)
+            if not pc.any(bad).as_py():
+                bad = None
+        if nulled:
+            self._record_nulled(batch, bad, nulled)
+        if bad is None:
             return out
         self._reject(batch, bad, reasons)
         return out.filter(pc.invert(bad))
+
+    def _record_nulled(
+        self, batch: pa.RecordBatch, bad: pa.Array | None, nulled: list[tuple[pa.Array, str, str]]
+    ) -> None:
+        """Count and record (a DLQ record per row, ``VALUES_RULE``) the values ``discard_value`` dropped, in rows that
+        are written (a rejected row's record says it all)."""
+        import pyarrow.compute as pc
+
+        masks = [pc.fill_null(m, False) if bad is None else pc.and_(pc.fill_null(m, False), pc.invert(bad))
+                 for m, _, _ in nulled]  # fmt: skip
+        hit = masks[0]
+        for m in masks[1:]:
+            hit = pc.or_(hit, m)
+        if not pc.any(hit).as_py():
+            return
+        for m, (_, _, column) in zip(masks, nulled, strict=True):
+            self.values_nulled[column] = self.values_nulled.get(column, 0) + (pc.sum(m).as_py() or 0)
+        if self.ctx.dlq is None:
+            return
+        rows = batch.filter(hit).to_pylist()  # the rows with a dropped value only
+        flags = [m.filter(hit).to_pylist() for m in masks]
+        for i, row in enumerate(rows):
+            hits = [(why, column) for f, (_, why, column) in zip(flags, nulled, strict=True) if f[i]]
+            self.ctx.dlq.put(
+                step=self.ctx.step_id,
+                oxi=self.ctx.oxi_name,
+                reason=f"dataset {self.dataset}: " + "; ".join(why for why, _ in hits) + " (the row was written)",
+                raw=row,
+                values={column: row.get(column) for _, column in hits},
+                column=hits[0][1],
+                rule=VALUES_RULE,
+                schema=batch.schema,
+            )
 
     def _try_casts(self, batch: pa.RecordBatch) -> dict[str, tuple[pa.Array, pa.Array]]:
         """Each ``try`` column cast to its registered type, per value, in one DuckDB query: (values, failed)."""
@@ -302,6 +395,7 @@ class Conformer:
                 oxi=self.ctx.oxi_name,
                 reason=f"dataset {self.dataset}: " + "; ".join(why for why, _ in hits),
                 raw=row,
+                values={column: row.get(column) for _, column in hits if column is not None} or None,
                 column=hits[0][1] if hits else None,
                 rule=RULE,
                 schema=batch.schema,

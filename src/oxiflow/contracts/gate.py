@@ -1,14 +1,18 @@
 """The schema gate in front of a sink: the registry check the engine makes before a sink writes.
 
+Every sink's dataset has its schema versions in the state store (when the run has one): before it writes,
+:func:`check` compares the stream's schema (known before any row) with the latest registered version and reports
+the drift (log lines, ``metadata.schema_drift``); after the write the schema is registered when it changed. That is
+all for a sink without gate keys (one read of the latest version per run, a write only on change).
+
 A sink step with ``contract:``, ``schema_contract:``, ``compatibility:`` or ``dataset:`` (pipeline-step keys,
-config/model.py) has its dataset's schema versions in the state store. Before it writes,
-:func:`check` compares the stream's schema (known before any row) with the latest registered version
-(or, for a new dataset, the contract's schema), reports the drift (log lines, ``metadata.schema_drift``),
-applies the schema-contract modes (contracts/enforce.py) and checks the compatibility mode
-(contracts/schema_diff.py). A breaking change stops the step before anything is written and records a
-pending approval; after ``oxiflow approve DATASET`` the next run publishes it. :meth:`Gate.commit`, after a
-successful write, registers the version written. Steps without those keys pay one attribute check.
-docs/schema-evolution.md has the rules.
+config/model.py) also has the gate: the baseline of a new dataset is the contract's schema, the schema-contract
+modes apply (contracts/enforce.py) and the compatibility mode is checked (contracts/schema_diff.py). A breaking
+change stops the step before anything is written and records a pending approval; after ``oxiflow approve
+DATASET`` the next run publishes it. A ``contract:`` is also enforced on the rows, by the ``validate`` step's own
+implementation (row rules to the DLQ within ``max_invalid_ratio``, dataset checks before the sink commits).
+Modes, compatibility and the ratio may be declared in the contract (contracts/enforcement.py); the step's keys win.
+:meth:`Gate.commit`, after a successful write, registers the version written. docs/schema-evolution.md has the rules.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from typing import TYPE_CHECKING, Any
 from oxiflow.errors import ConfigError, ConfigIssue, OxiflowError, Terminal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pyarrow as pa
 
     from oxiflow.config.model import StepModel
     from oxiflow.config.yaml_positions import Positions
     from oxiflow.contracts.enforce import SchemaPlan
+    from oxiflow.contracts.model import Contract, Dataset
     from oxiflow.data import OxiData
-    from oxiflow.oxi import StepContext
+    from oxiflow.oxi import Sink, StepContext
     from oxiflow.plan.build import PlannedStep
     from oxiflow.state.approvals import Approval, Registry
     from oxiflow.state.store import StateStore
@@ -95,11 +102,34 @@ def dataset_name(step: PlannedStep, config: Any = None) -> str:
     return str(table or target or step.id)
 
 
+def _has_target(config: Any) -> bool:
+    return any(getattr(config, key, None) for key in ("table", "database", "url", "path"))
+
+
 class Gate:
     """What a sink writes (``data``) and what to record once it has (:meth:`commit`)."""
 
     def __init__(self, data: OxiData) -> None:
         self.data = data
+        self.failure: BaseException | None = None
+
+    def write(self, sink: Sink, ctx: StepContext) -> None:
+        """``sink.write`` of ``data``. An error the gate's own stream raised (a failed quality check, a value the
+        contract refuses) is re-raised as it is: a sink reading the stream through DuckDB would bury it in its own."""
+        data = self.data
+        try:
+            sink.write(data.with_batches(self._watched(iter(data)), data.schema), ctx)
+        except Exception:
+            if self.failure is not None:
+                raise self.failure from None
+            raise
+
+    def _watched(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except Exception as exc:
+            self.failure = exc
+            raise
 
     def commit(self) -> None:
         """The sink wrote ``data``: register its schema as the dataset's version."""
@@ -107,9 +137,11 @@ class Gate:
 
 def check(step: PlannedStep, config: Any, data: OxiData, ctx: StepContext, state: StateStore | None) -> Gate:
     """The gate for a sink about to write ``data``; raises :class:`SchemaChangeBlocked` when the change needs a
-    person's approval. A no-op when the step has no schema keys."""
+    person's approval. Without schema keys: drift tracking only (nothing at all without a state store)."""
     if not configured(step.model):
-        return Gate(data)
+        if state is None or ctx.limit_rows == 0 or not _has_target(config):
+            return Gate(data)  # a sink without a target (stdout, a pipe) writes no dataset
+        return _Tracked(step, config, data, ctx, state).decide()
     if state is None:
         raise ConfigError(
             [
@@ -123,9 +155,47 @@ def check(step: PlannedStep, config: Any, data: OxiData, ctx: StepContext, state
     return _Registered(step, config, data, ctx, state).decide()
 
 
+class _Tracked(Gate):
+    """A sink without gate keys: its dataset's drift is reported and its schema versions recorded, nothing more."""
+
+    def __init__(self, step: PlannedStep, config: Any, data: OxiData, ctx: StepContext, store: StateStore) -> None:
+        super().__init__(data)
+        self.step = step
+        self.ctx = ctx
+        self.store = store
+        self.dataset = dataset_name(step, config)
+        self.base_version: int | None = None
+        self.report: list[dict[str, Any]] = []
+
+    def decide(self) -> Gate:
+        from oxiflow.contracts.schema_diff import diff_schemas
+
+        latest = self.store.latest_schema(self.dataset)
+        self.ctx.metadata["dataset"] = self.dataset
+        if latest is not None:
+            self.base_version = latest.version
+            self.report = [{**d.to_dict(), "action": "recorded"} for d in diff_schemas(latest.schema, self.data.schema)]
+            for item in self.report:
+                log.warning("dataset %s: %s: %s", self.dataset, _describe(item), item["action"])
+        self.ctx.metadata["schema_drift"] = self.report
+        return self
+
+    def commit(self) -> None:
+        from oxiflow.state.approvals import Registry
+
+        with self.store.transaction() as tx:
+            version = self.store.record_schema(self.dataset, self.data.schema, conn=tx)
+            if version != self.base_version and self.base_version is not None:
+                Registry(self.store).save_drift(self.dataset, version, self.report, self.ctx.run_id, conn=tx)
+        self.ctx.metadata["schema_version"] = version
+        if version != self.base_version and self.base_version is not None:
+            log.warning("dataset %s: registered schema version %d", self.dataset, version)
+
+
 class _Registered(Gate):
     def __init__(self, step: PlannedStep, config: Any, data: OxiData, ctx: StepContext, store: StateStore) -> None:
         from oxiflow.contracts.enforce import resolve_modes
+        from oxiflow.contracts.enforcement import ContractSettings, contract_dataset, contract_settings
         from oxiflow.state.approvals import Registry
 
         super().__init__(data)
@@ -135,14 +205,25 @@ class _Registered(Gate):
         self.registry: Registry = Registry(store)
         self.dataset = dataset_name(step, config)
         self.table = getattr(config, "table", None)
-        self.modes = resolve_modes(step.model.schema_contract)
-        self.compatibility = step.model.compatibility or DEFAULT_COMPATIBILITY
+        self.contract: Contract | None = None
+        self.ds: Dataset | None = None
+        declared = ContractSettings()
+        if step.model.contract is not None:
+            from oxiflow.contracts import load_contract
+
+            self.contract = load_contract(str(_resolve(step.model.contract, ctx.base_dir)))
+            self.ds = contract_dataset(self.contract, self.table)
+            declared = contract_settings(self.contract, self.ds)
+        # the step's keys win over what the contract declares
+        self.modes = resolve_modes(step.model.schema_contract or declared.schema_contract)
+        self.compatibility = step.model.compatibility or declared.compatibility or DEFAULT_COMPATIBILITY
         self.approval: Approval | None = None
         self.plan: SchemaPlan | None = None
         self.base_version: int | None = None
 
     def decide(self) -> Gate:
         from oxiflow.contracts.enforce import Conformer, plan_schema
+        from oxiflow.contracts.enforcement import contract_shape
         from oxiflow.contracts.schema_diff import compatibility_problems
         from oxiflow.state.approvals import fingerprint
 
@@ -152,9 +233,13 @@ class _Registered(Gate):
             pipeline=self.ctx.pipeline or None, step=self.step.id,
         )  # fmt: skip
         latest = self.store.latest_schema(self.dataset)
-        base = latest.schema if latest is not None else self._contract_schema(self.data.schema)
+        shape = None
+        base = latest.schema if latest is not None else None
+        if self.ds is not None:
+            contract_base, shape = contract_shape(self.ds, self.data.schema)
+            base = base if base is not None else contract_base
         self.base_version = latest.version if latest is not None else None
-        plan = self.plan = plan_schema(base, self.data.schema, self.modes)
+        plan = self.plan = plan_schema(base, self.data.schema, self.modes, shape, new=latest is None)
         breaking = list(plan.blocked)
         if plan.base is not None:
             breaking += compatibility_problems(plan.base, plan.target, self.compatibility)
@@ -176,10 +261,20 @@ class _Registered(Gate):
                 "dataset %s: breaking change approved by %s (%s)",
                 self.dataset, self.approval.approved_by, self.approval.reason or "no reason given",
             )  # fmt: skip
-        if not plan.passthrough:
+        if self.contract is not None and self.ds is not None:
+            self.data = self._enforce_contract(plan)
+        elif not plan.passthrough:
             conformer = Conformer(plan, self.ctx, self.dataset)
             self.data = self.data.with_batches(conformer.stream(iter(self.data)), plan.target)
         return self
+
+    def _enforce_contract(self, plan: SchemaPlan) -> OxiData:
+        """The conformed stream through the contract's rules and checks: the ``validate`` step's implementation."""
+        from oxiflow.contracts.validate import ValidateConfig, enforce
+
+        assert self.contract is not None and self.ds is not None and self.step.model.contract is not None
+        cfg = ValidateConfig(contract=str(_resolve(self.step.model.contract, self.ctx.base_dir)), dataset=self.ds.name)
+        return enforce(cfg, [self.data], self.ctx, loaded=(self.contract, self.ds), plan=plan, dataset=self.dataset)
 
     def commit(self) -> None:
         plan = self.plan
@@ -195,31 +290,6 @@ class _Registered(Gate):
         if version != self.base_version:  # a new version of a known dataset is news; a first one is not
             log.log(logging.INFO if self.base_version is None else logging.WARNING,
                     "dataset %s: registered schema version %d", self.dataset, version)  # fmt: skip
-
-    def _contract_schema(self, incoming: pa.Schema) -> pa.Schema | None:
-        """The contract's dataset as an Arrow schema (the baseline of a dataset with no version yet); a field
-        whose type the contract leaves open takes the data's type."""
-        if self.step.model.contract is None:
-            return None
-        import pyarrow as pa
-
-        from oxiflow.contracts import load_contract
-        from oxiflow.contracts.types import declared_type, normalize_logical
-
-        contract = load_contract(str(_resolve(self.step.model.contract, self.ctx.base_dir)))
-        names = {d.name for d in contract.datasets} | {d.table for d in contract.datasets}
-        ds = contract.dataset(self.table if self.table in names else None)
-        logical = {
-            "integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_(),
-            "date": pa.date32(), "timestamp": pa.timestamp("us"),
-        }  # fmt: skip
-        fields = []
-        for f in ds.fields:
-            t = declared_type(f) or logical.get(normalize_logical(f.logical_type) or "")
-            if t is None:
-                t = incoming.field(f.column).type if f.column in incoming.names else pa.string()
-            fields.append(pa.field(f.column, t, nullable=not f.required))
-        return pa.schema(fields)
 
     def _blocked(self, breaking: list[str]) -> SchemaChangeBlocked:
         changes = "; ".join(breaking)

@@ -97,6 +97,8 @@ class Dataset:
     description: str | None = None
     fields: list[Field] = field(default_factory=list)
     quality: list[QualityRule] = field(default_factory=list)
+    # ODCS schema-object customProperties / DCS model `config`: oxiflow reads its `oxiflow*` settings from here
+    properties: dict[str, Any] = field(default_factory=dict)
 
     @property
     def table(self) -> str:
@@ -143,6 +145,7 @@ class Contract:
     sla: list[SlaProperty] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)  # parts kept but not acted on, as "path: why"
     path: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)  # top-level customProperties (ODCS)
 
     def dataset(self, name: str | None) -> Dataset:
         """The dataset called ``name``, or the only one when ``name`` is None."""

@@ -273,6 +273,7 @@ def from_odcs(doc: dict[str, Any], path: str) -> Contract:
                 description=obj.description,
                 fields=fields,
                 quality=quality,
+                properties=custom_properties(obj.customProperties),
             )
         )
     sla = []
@@ -299,7 +300,15 @@ def from_odcs(doc: dict[str, Any], path: str) -> Contract:
         sla=sla,
         unsupported=notes.items,
         path=path,
+        properties=custom_properties(odcs.customProperties),
     )
+
+
+def custom_properties(value: Any) -> dict[str, Any]:
+    """ODCS ``customProperties`` (a list of ``{property, value}``) as a mapping; anything else: empty."""
+    if not isinstance(value, list):
+        return {}
+    return {str(c.get("property")): c.get("value") for c in value if isinstance(c, dict) and "property" in c}
 
 
 def _field(p: OdcsProperty, where: str, notes: _Notes) -> Field:
@@ -319,7 +328,7 @@ def _field(p: OdcsProperty, where: str, notes: _Notes) -> Field:
         exclusive_min, minimum = (minimum, None) if exclusive_min else (None, minimum)
     if isinstance(exclusive_max, bool):
         exclusive_max, maximum = (maximum, None) if exclusive_max else (None, maximum)
-    properties = {str(c.get("property")): c.get("value") for c in p.customProperties or [] if isinstance(c, dict)}
+    properties = custom_properties(p.customProperties)
     return Field(
         name=p.name or p.physicalName or ("[]" if where.endswith(".items") else ""),
         physical_name=p.physicalName,

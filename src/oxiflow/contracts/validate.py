@@ -20,16 +20,15 @@ rows than ``max_invalid_ratio``) fails the step, so no sink downstream commits.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from oxiflow.config.model import SchemaContractModel, SchemaMode
 from oxiflow.data import OxiData
 from oxiflow.errors import ConfigError, DataError
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
@@ -39,7 +38,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from oxiflow.contracts.checks import Check
-    from oxiflow.contracts.model import Dataset
+    from oxiflow.contracts.enforce import Conformer, SchemaPlan
+    from oxiflow.contracts.model import Contract, Dataset
 
 log = logging.getLogger("oxiflow.validate")
 
@@ -197,6 +197,9 @@ class ValidateConfig(OxiConfig):
     """Name of the dataset's statistics history (default: the contract dataset, else `pipeline.step`)."""
     dlq: DlqOptions = Field(default_factory=DlqOptions)
     """Dead-letter options: PII masking."""
+    schema_contract: SchemaMode | SchemaContractModel | None = None
+    """Schema-contract modes against the contract's schema (`evolve`, `freeze`, `discard_row`, `discard_value`, or
+    per entity `{columns, data_type}`); default: the contract's `oxiflowSchemaContract`, else none applied."""
 
     @model_validator(mode="after")
     def _something(self) -> ValidateConfig:
@@ -204,6 +207,8 @@ class ValidateConfig(OxiConfig):
             raise ValueError("validate needs a `contract`, `rules`, or dataset checks")
         if self.dataset is not None and self.contract is None:
             raise ValueError("`dataset` names a dataset of the `contract`")
+        if self.schema_contract is not None and self.contract is None:
+            raise ValueError("`schema_contract` compares the data with the `contract`'s schema: give a contract")
         if self.freshness is not None:
             parse_age(self.freshness.max_age)
         a = self.anomalies
@@ -424,28 +429,20 @@ def _contract_rules(ds: Dataset, checks: list[Check], schema: pa.Schema) -> tupl
     for c in checks:
         severity = "warn" if c.severity == "warning" else "error"
         column = ds.field(c.field).column if c.field and ds.field(c.field) else None  # type: ignore[union-attr]
+        demand = c.requirement or c.name  # "must be >= 0": the reason reads `amount = -5 must be >= 0`
         if c.predicate is not None:
-            rules.append(RowRule(c.id, [column] if column else [], severity, c.name, predicate=c.predicate))
+            rules.append(RowRule(c.id, [column] if column else [], severity, demand, predicate=c.predicate))
         elif c.kind == "unique" and column:
-            rules.append(RowRule(c.id, [column], severity, c.name, unique=True))
+            rules.append(RowRule(c.id, [column], severity, demand, unique=True))
         elif c.kind == "primary_key":
             keys = [
                 f.column
                 for f in sorted((f for f in ds.fields if f.primary_key), key=lambda f: f.primary_key_position or 0)
             ]
-            rules.append(RowRule(c.id, keys, severity, c.name, unique=True))
+            rules.append(RowRule(c.id, keys, severity, demand, unique=True))
         else:
             rest.append(c)
     return [r for r in rules if all(col in schema.names for col in r.columns)], rest
-
-
-def _pii_columns(ds: Dataset | None, extra: list[str]) -> set[str]:
-    out = set(extra)
-    for f in ds.fields if ds is not None else []:
-        tags = [t.lower() for t in f.tags]
-        if (f.classification or "").lower() == "pii" or "pii" in tags or any(t.startswith("pii:") for t in tags):
-            out.add(f.column)
-    return out
 
 
 # Fast-path keys wait as Arrow arrays; past this many bytes they move to the DuckDB table (which
@@ -615,17 +612,92 @@ class Validate(Transform):
     config: ValidateConfig
 
     def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
-        run = _Validation(self.config, inputs, ctx)
-        return inputs[0].with_batches(run.batches(), inputs[0].schema)
+        cfg = self.config
+        if cfg.contract is None:
+            return enforce(cfg, inputs, ctx)
+        from oxiflow.contracts import load_contract
+        from oxiflow.contracts.enforce import plan_schema, resolve_modes
+        from oxiflow.contracts.enforcement import contract_settings, contract_shape
+
+        contract = load_contract(str(ctx.input_path(cfg.contract)))
+        ds = contract.dataset(cfg.dataset)
+        modes = cfg.schema_contract or contract_settings(contract, ds).schema_contract
+        plan = None
+        if modes is not None:  # the data's shape against the contract's schema (no registry here)
+            base, shape = contract_shape(ds, inputs[0].schema)
+            plan = plan_schema(base, inputs[0].schema, resolve_modes(modes), shape)
+            report = plan.report()
+            ctx.metadata["schema_drift"] = report
+            for item in report:
+                log.warning("validate %s: contract %s: %s: %s", ctx.step_id, ds.name, _describe(item), item["action"])
+            if plan.blocked:
+                raise QualityError(
+                    f"the data does not have the schema of contract {cfg.contract} (dataset {ds.name}) and "
+                    f"schema_contract forbids the change: {'; '.join(plan.blocked)}",
+                    step=ctx.step_id,
+                    hint="fix the data or the contract, or choose another schema_contract mode",
+                )
+        return enforce(cfg, inputs, ctx, loaded=(contract, ds), plan=plan, dataset=ds.name)
+
+
+def enforce(
+    cfg: ValidateConfig,
+    inputs: list[OxiData],
+    ctx: StepContext,
+    *,
+    loaded: tuple[Contract, Dataset] | None = None,
+    plan: SchemaPlan | None = None,
+    dataset: str = "",
+) -> OxiData:
+    """``inputs[0]`` through ``plan``'s schema-contract modes (when given: contracts/enforce.py) and then ``cfg``'s
+    rules and checks: what the ``validate`` step does, and what a sink does with its ``contract:``. The result has
+    ``plan.target`` as its schema (the contract's required columns NOT NULL: their nulls were rejected)."""
+    from oxiflow.contracts.enforce import Conformer
+
+    data = inputs[0]
+    conformer: Conformer | None = None
+    if plan is not None and not (plan.passthrough and plan.unchecked is None):
+        conformer = Conformer(plan, ctx, dataset)
+        data = data.with_batches(conformer.stream(iter(data)), plan.stream_schema)
+    # (the conformer's generator has not started: nothing to release when this raises)
+    run = _Validation(cfg, [data, *inputs[1:]], ctx, loaded=loaded, upstream=conformer)
+    out = plan.target if plan is not None else data.schema
+    return data.with_batches(_seal(run.batches(), out), out)
+
+
+def _seal(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The validated batches with ``schema``: the same columns, required ones declared NOT NULL (no null is left)."""
+    import pyarrow as pa
+
+    for batch in batches:
+        yield batch if batch.schema.equals(schema) else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+def _describe(item: dict[str, Any]) -> str:
+    from oxiflow.contracts.schema_diff import Drift
+
+    return Drift(item["column"], item["kind"], item["old"], item["new"]).describe()
 
 
 class _Validation:
     """One attempt of the step: its DuckDB connection, compiled rules, counters."""
 
-    def __init__(self, cfg: ValidateConfig, inputs: list[OxiData], ctx: StepContext) -> None:
+    def __init__(
+        self,
+        cfg: ValidateConfig,
+        inputs: list[OxiData],
+        ctx: StepContext,
+        *,
+        loaded: tuple[Contract, Dataset] | None = None,
+        upstream: Conformer | None = None,
+    ) -> None:
+        from oxiflow.contracts.dlq_masking import pii_columns, protect
         from oxiflow.engine.duck import connect
 
         self.cfg = cfg
+        self.loaded = loaded
+        self.upstream = upstream  # schema-contract rejects before the rules: they count as invalid rows too
+        self.max_invalid_ratio = cfg.max_invalid_ratio
         self.ctx = ctx
         self.data = inputs[0]
         self.schema = self.data.schema
@@ -641,9 +713,13 @@ class _Validation:
         except BaseException:
             self.con.close()
             raise
-        mask = cfg.dlq.mask_pii
-        self.pii = _pii_columns(self.ds, cfg.dlq.pii_columns) & set(self.schema.names) if mask else set()
-        self.salt = (cfg.dlq.salt.get_secret_value() if cfg.dlq.salt else None) or secrets.token_hex(16)
+        # every DLQ record is masked by the DLQ itself (contracts/dlq_masking.py): this step's policy
+        self.masking = protect(
+            ctx,
+            pii_columns(self.ds) | set(cfg.dlq.pii_columns) if cfg.dlq.mask_pii else set(),
+            salt=cfg.dlq.salt.get_secret_value() if cfg.dlq.salt else None,
+            enabled=cfg.dlq.mask_pii,
+        )
         self.materialise = bool(cfg.sql or cfg.references or self.contract_checks)
         self.history = cfg.history_key or (self.ds.name if self.ds else f"{ctx.pipeline or 'pipeline'}.{ctx.step_id}")
 
@@ -667,9 +743,17 @@ class _Validation:
             )
         if cfg.contract:
             from oxiflow.contracts import load_contract
+            from oxiflow.contracts.enforcement import contract_settings
 
-            contract = load_contract(str(self.ctx.input_path(cfg.contract)))
-            self.ds = contract.dataset(cfg.dataset)
+            if self.loaded is not None:
+                contract, self.ds = self.loaded
+            else:
+                contract = load_contract(str(self.ctx.input_path(cfg.contract)))
+                self.ds = contract.dataset(cfg.dataset)
+            declared = contract_settings(contract, self.ds).max_invalid_ratio
+            if declared is not None and "max_invalid_ratio" not in cfg.model_fields_set:
+                self.max_invalid_ratio = declared  # the contract's own threshold, unless the step sets one
+            self._report_unsupported(contract)
             duck_types = self._duck_types()
             # types sniffed or not, values are checked by casting them (a CSV's `id` read as integer
             # still satisfies `logicalType: string`): what matters is the value, not the reader's guess
@@ -709,6 +793,18 @@ class _Validation:
                 except Exception:  # a type Arrow cannot compare this way: DuckDB evaluates the SQL form
                     r.arrow = None
         self._evaluate(probe)
+
+    def _report_unsupported(self, contract: Contract) -> None:
+        """The parts of the contract this run does not check, in the log and the step's metadata (as `lint` lists
+        them): a contract's promise that is not kept must not look kept."""
+        if not contract.unsupported:
+            return
+        self.ctx.metadata["contract_unsupported"] = list(contract.unsupported)
+        log.warning(
+            "%s %s: contract %s has %d part(s) oxiflow does not check: %s",
+            self.ctx.oxi_name, self.ctx.step_id, self.cfg.contract, len(contract.unsupported),
+            "; ".join(contract.unsupported),
+        )  # fmt: skip
 
     def _duck_types(self) -> dict[str, str]:
         """Column -> the DuckDB type DuckDB gives it (for the seen-keys tables and bounds)."""
@@ -818,21 +914,19 @@ class _Validation:
         if ctx.dlq is None:
             return
         rows = batch.take(idx).to_pylist()
-        # only the rejected rows become Python objects: the DLQ stores them as JSON records
+        # only the rejected rows become Python objects: the DLQ stores them as JSON records (masking PII itself)
         for k, row in enumerate(rows):
             failed = [r for r, passed in errors if passed[k] is False]
             values = {c: row.get(c) for r in failed for c in r.columns if c in row}
-            masked = sorted(c for c in self.pii if c in row)
             ctx.dlq.put(
                 step=ctx.step_id,
                 oxi=ctx.oxi_name,
                 rule=", ".join(r.name for r in failed),
                 reason="; ".join(self._why(r, row) for r in failed),
-                raw=self._mask(row),
-                values=self._mask(values),
+                raw=row,
+                values=values,
                 column=failed[0].columns[0] if failed and len(failed[0].columns) == 1 else None,
                 schema=self.schema,
-                masked=masked,
             )
 
     def _why(self, rule: RowRule, row: dict[str, Any]) -> str:
@@ -840,14 +934,7 @@ class _Validation:
         return f"{shown} {rule.describe}" if shown else rule.describe
 
     def _show(self, column: str, value: Any) -> str:
-        if column in self.pii:
-            return "<pii>"
-        return "NULL" if value is None else repr(value) if isinstance(value, str) else str(value)
-
-    def _mask(self, row: dict[str, Any]) -> dict[str, Any]:
-        if not self.pii:
-            return row
-        return {k: (_hash(self.salt, v) if k in self.pii and v is not None else v) for k, v in row.items()}
+        return self.masking.show(column, value)
 
     def _measure(self, batch: pa.RecordBatch) -> None:
         import pyarrow.compute as pc
@@ -906,18 +993,22 @@ class _Validation:
 
     # -- at the end of the stream --------------------------------------------------------------------
     def _finish(self) -> None:
-        s, cfg, ctx = self.stats, self.cfg, self.ctx
+        s, ctx = self.stats, self.ctx
+        if self.upstream is not None and self.upstream.rows_rejected:
+            # rows the schema-contract modes rejected before the rules saw them are invalid input rows too
+            s.rows_in += self.upstream.rows_rejected
+            s.invalid += self.upstream.rows_rejected
         ratio = s.invalid / s.rows_in if s.rows_in else 0.0
+        limit = self.max_invalid_ratio
         self.outcomes.append(
             Outcome(
                 "max_invalid_ratio",
                 "invalid_ratio",
                 "error",
-                "passed" if ratio <= cfg.max_invalid_ratio else "failed",
+                "passed" if ratio <= limit else "failed",
                 round(ratio, 6),
-                "" if ratio <= cfg.max_invalid_ratio else
-                f"{s.invalid} of {s.rows_in} rows invalid ({ratio:.2%}) > max_invalid_ratio "
-                f"{cfg.max_invalid_ratio:.2%}",
+                "" if ratio <= limit else
+                f"{s.invalid} of {s.rows_in} rows invalid ({ratio:.2%}) > max_invalid_ratio {limit:.2%}",
             )
         )  # fmt: skip
         self._dataset_checks()
@@ -1164,10 +1255,6 @@ def _ident(name: str) -> str:
     from oxiflow.engine.duck import ident
 
     return ident(name)
-
-
-def _hash(salt: str, value: Any) -> str:
-    return "sha256:" + hashlib.sha256((salt + str(value)).encode()).hexdigest()
 
 
 def _round(z: float) -> float | str:

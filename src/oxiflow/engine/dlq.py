@@ -40,6 +40,9 @@ class DeadLetterQueue:
         self._pending: list[dict[str, Any]] = []
         self._schemas: dict[Any, str] = {}  # schema -> fingerprint already saved this run
         self._table: Any = None
+        # PII masking (contracts/dlq_masking.py): the run's policy and steps' own, applied to every record
+        self.masking: Any = None
+        self.step_masking: dict[str, Any] = {}
 
     def put(
         self,
@@ -60,6 +63,11 @@ class DeadLetterQueue:
         replay needs to rebuild typed rows from ``raw`` (a dict of column -> value)."""
         record_id = uuid.uuid4().hex[:16]
         now = datetime.now(UTC)
+        policy = self.step_masking.get(step, self.masking)
+        if policy is not None:
+            raw, values, masked = policy.apply(raw, values, masked)
+        if rule is None:  # a reader's record (raw text) did not parse; others are named after their oxi
+            rule = "parse" if isinstance(raw, str | bytes) else oxi
         record = {
             "id": record_id,
             "run_id": self.run_id,
