@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -155,3 +157,32 @@ def test_help_has_an_example(tmp_path: Path) -> None:
     r = oxiflow("diff", "--help", cwd=tmp_path)
     assert r.returncode == 0
     assert "Example: oxi diff" in r.stdout and "--tolerance" in r.stdout
+
+
+def test_stdin_is_an_input_like_a_file(tmp_path: Path) -> None:
+    """`oxi diff - B` (and `A -`): the pipe is read like any verb reads it, and compares as the file
+    it holds does."""
+    a, b = _inputs(tmp_path)
+    expected = _oracle(a, b)
+    by_file = oxiflow("diff", "a.csv", "b.parquet", "--key", "id", "--json", cwd=tmp_path)
+    piped = subprocess.run(
+        [sys.executable, "-m", "oxiflow.cli.main", "diff", "a.csv", "-", "--key", "id", "--json"],
+        cwd=tmp_path,
+        input=(tmp_path / "b.parquet").read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert (by_file.returncode, piped.returncode) == (1, 1), (by_file.stderr, piped.stderr)
+    want, got = json.loads(by_file.stdout), json.loads(piped.stdout)
+    assert got["b"]["input"] == "-" and got["b"]["read_via"] == "arrow stream"
+    for part in ("only_in_a", "only_in_b", "changed", "unchanged", "columns_only_in_b"):
+        assert got[part] == want[part]
+    assert got["only_in_b"]["count"] == len(expected["only_b"]) and got["unchanged"] == expected["unchanged"]
+    both = subprocess.run(
+        [sys.executable, "-m", "oxiflow.cli.main", "diff", "-", "-", "--key", "id"],
+        cwd=tmp_path,
+        input=b"",
+        capture_output=True,
+        timeout=60,
+    )
+    assert both.returncode == 2 and b"only one of A and B" in both.stderr

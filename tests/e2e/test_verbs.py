@@ -20,6 +20,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
@@ -305,3 +307,144 @@ def test_zsh_and_fish_completion(shell: str, script_marker: str, env: dict[str, 
         [OXI], env={**os.environ, "_OXI_COMPLETE": f"complete_{shell}", **env}, capture_output=True, timeout=30
     )
     assert completion in res.stdout.decode()
+
+
+# -- `input` of `oxi sql` with -i inputs (docs/shell.md#inputs-of-oxi-sql-and-oxi-step) ------------
+def test_sql_with_named_inputs_reads_piped_stdin_as_input(data: Path) -> None:
+    # stdin used to be ignored: `input` was the lone -i input under another name (a silent wrong count)
+    count = sh("oxi cat orders.parquet | oxi sql -i c=customers.jsonl 'select count(*) n from input' -f csv", data)
+    assert count.returncode == 0, count.stderr
+    assert count.stdout.decode().split() == ["n", str(rows(f"select count(*) from '{data}/orders.parquet'")[0][0])]
+    # and `input` joined to the named input: it failed, "RecordBatchReader has already been consumed"
+    query = "select c.country, count(*) n from input join c using (customer_id) group by 1 order by 1"
+    joined = sh(f"oxi cat orders.parquet | oxi sql -i c=customers.jsonl '{query}' -f jsonl", data)
+    assert joined.returncode == 0, joined.stderr
+    expected = rows(
+        f"select c.country, count(*) from '{data}/orders.parquet' o join read_json('{data}/customers.jsonl') c "
+        "using (customer_id) group by 1 order by 1"
+    )
+    assert [(r["country"], r["n"]) for r in map(json.loads, joined.stdout.decode().splitlines())] == expected
+
+
+def test_sql_with_named_inputs_leaves_an_unused_stdin_alone(data: Path) -> None:
+    # stdin is a pipe held open and never written: a verb that read it would wait for ever
+    proc = subprocess.Popen(
+        [OXI, "sql", "-i", "c=customers.jsonl", "select count(*) n from c", "-f", "csv"],
+        cwd=data,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        code = proc.wait(timeout=60)  # the output is a few bytes: no pipe fills up
+        assert code == 0, proc.stderr.read()
+        assert proc.stdout.read().decode().split() == ["n", "50"]
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sql_input_without_stdin_is_an_error_not_the_named_input(data: Path) -> None:
+    res = oxi("sql", "-i", "c=customers.jsonl", "select count(*) n from input", "-f", "csv", cwd=data, stdin=b"")
+    assert res.returncode == 1 and res.stdout == b""
+    assert b"oxi sql: error: <stdin>" in res.stderr and b"no data on standard input" in res.stderr
+
+
+@pytest.mark.parametrize("source", ["stdin", "file"])
+def test_sql_reads_an_input_twice(data: Path, source: str) -> None:
+    query = "select count(*) n, sum(a.amount) total from input a join input b using (order_id)"
+    cmd = (
+        f"oxi cat orders.csv | oxi sql '{query}' -f csv"
+        if source == "stdin"
+        else f"oxi sql '{query}' orders.csv -f csv"
+    )
+    res = sh(cmd, data)
+    assert res.returncode == 0, res.stderr
+    n, total = res.stdout.decode().splitlines()[1].split(",")
+    expected = rows(
+        f"select count(*), sum(a.amount) from read_csv('{data}/orders.csv') a "
+        f"join read_csv('{data}/orders.csv') b using (order_id)"
+    )[0]
+    assert (int(n), round(float(total), 2)) == (expected[0], round(float(expected[1]), 2))
+
+
+def test_select_columns_and_exclude_together(data: Path) -> None:
+    # COLUMNS was taken for a FILE as soon as --exclude was given
+    res = oxi("select", "order_id,amount,status", "-x", "amount", "orders.parquet", cwd=data)
+    assert res.returncode == 0, res.stderr
+    got = arrow(res.stdout)
+    assert got.column_names == ["order_id", "status"]
+    assert (
+        got.to_pylist()
+        == duckdb.sql(f"select order_id, status from '{data}/orders.parquet'").arrow().read_all().to_pylist()
+    )
+    only_x = oxi("select", "-x", "amount,status", "orders.parquet", cwd=data)  # no COLUMNS: all FILEs
+    assert only_x.returncode == 0, only_x.stderr
+    assert arrow(only_x.stdout).column_names == ["order_id", "customer_id", "created_at"]
+
+
+def test_count_takes_format(data: Path) -> None:
+    n = rows(f"select count(*) from '{data}/orders.parquet'")[0][0]
+    as_csv = oxi("count", "orders.csv", "--format", "csv", cwd=data)
+    as_arrow = oxi("count", "orders.parquet", "-f", "arrow", cwd=data)
+    assert (as_csv.returncode, as_arrow.returncode) == (0, 0), (as_csv.stderr, as_arrow.stderr)
+    assert as_csv.stdout.decode().split() == ["rows", str(n)]
+    assert arrow(as_arrow.stdout).to_pylist() == [{"rows": n}]
+    both = oxi("count", "orders.csv", "--json", "-f", "csv", cwd=data)
+    assert both.returncode == 2 and b"--json or --format" in both.stderr
+
+
+def test_count_parquet_reads_no_data_page(tmp_path: Path) -> None:
+    """The footers say how many rows there are: a file whose data pages are garbage still counts,
+    while reading its rows fails (so a count that scanned would fail too)."""
+    path = tmp_path / "broken.parquet"
+    table = pa.table({"id": list(range(50_000)), "txt": [f"row {i}" for i in range(50_000)]})
+    pq.write_table(table, path, compression="zstd", row_group_size=10_000)
+    meta = pq.read_metadata(path)
+    blob = bytearray(path.read_bytes())
+    footer_start = len(blob) - 8 - int.from_bytes(blob[-8:-4], "little")
+    first_page = min(meta.row_group(0).column(0).data_page_offset, meta.row_group(0).column(1).data_page_offset)
+    blob[first_page:footer_start] = bytes([0x5A]) * (footer_start - first_page)  # every page and page header
+    path.write_bytes(bytes(blob))
+    assert pq.read_metadata(path).num_rows == 50_000  # the footer is intact
+    with pytest.raises(Exception):  # noqa: B017 - any reader error will do: the pages are garbage
+        pq.read_table(path)
+    res = oxi("count", "broken.parquet", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"rows": 50_000}
+    scan = oxi("cat", "broken.parquet", "-f", "csv", cwd=tmp_path)
+    assert scan.returncode == 1 and b"oxi cat: error" in scan.stderr
+
+
+def test_step_runs_a_third_party_oxi(tmp_path: Path) -> None:
+    """A transform from a plugin package (installed like test_third_party_plugin.py installs it) is a
+    verb through `oxi step`, on a real pipe."""
+    from test_third_party_plugin import build_wheel
+
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site)]
+    install = subprocess.run(
+        [*pip, str(build_wheel(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    (tmp_path / "in.csv").write_text("id,amount\n1,1.5\n2,-2\n3,10\n", encoding="utf-8")
+    plugin = f"export PYTHONPATH={site}${{PYTHONPATH:+:$PYTHONPATH}}; "
+    config = '{"column": "amount", "factor": 3}'
+    res = sh(plugin + f"oxi cat in.csv | oxi step scale_column --config '{config}' | oxi write out.parquet", tmp_path)
+    assert res.returncode == 0, res.stderr
+    source = pcsv.read_csv(tmp_path / "in.csv")  # the oracle: pyarrow does the same multiplication
+    expected = source.set_column(1, "amount", pc.multiply(source.column("amount").cast(pa.float64()), 3.0))
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == expected.to_pylist()
+    unknown = sh(plugin + "oxi cat in.csv | oxi step scale_colum", tmp_path)
+    assert unknown.returncode == 2 and b"(see `oxi plugins list`)" in unknown.stderr
+
+
+def test_a_missing_file_hint_speaks_of_the_current_folder(data: Path) -> None:
+    res = oxi("cat", "nope.csv", cwd=data)
+    assert res.returncode == 1
+    assert b"file not found: nope.csv" in res.stderr and b"pipeline file" not in res.stderr

@@ -21,9 +21,12 @@ def _names(values: list[str] | None) -> list[str]:
 
 def diff(
     a: Annotated[
-        str, typer.Argument(metavar="A", help="Input A: a file, glob or folder (any format), or db.duckdb::table.")
+        str,
+        typer.Argument(
+            metavar="A", help="Input A: a file, glob or folder (any format), db.duckdb::table, or - for stdin."
+        ),
     ],
-    b: Annotated[str, typer.Argument(metavar="B", help="Input B, compared with A.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Input B, compared with A (one of them may be -).")],
     key: Annotated[
         list[str],
         typer.Option("--key", "-k", metavar="COLS", help="Key column(s) that identify a row: --key id or --key a,b."),
@@ -67,10 +70,17 @@ def diff(
     Example: oxi diff orders.csv warehouse.duckdb::analytics.orders --key order_id --output diff/
     """
     from oxiflow.cli.output import err, print_json
+    from oxiflow.cli.shell import manners
+    from oxiflow.cli.verbs import refuse_terminal_stdin
     from oxiflow.errors import OxiflowError
     from oxiflow.explore.diff import DiffOptions
     from oxiflow.explore.diff import diff as run_diff
 
+    if a == "-" and b == "-":
+        err("error: only one of A and B can be standard input")
+        raise typer.Exit(2)
+    if "-" in (a, b):
+        refuse_terminal_stdin("diff")
     options = DiffOptions(
         key=_names(key),
         columns=_names(columns) or None,
@@ -81,20 +91,22 @@ def diff(
         format_a=format_a,
         format_b=format_b,
     )
-    try:
-        result = run_diff(a, b, options, output)
-    except OxiflowError as exc:
-        # exit 1 means "the inputs differ", so every failure to compare is a 2, as in diff(1)
-        err(f"error: {exc}")
+    with manners("diff") as state:
+        try:
+            result = run_diff(a, b, options, output)
+        except OxiflowError as exc:
+            state.check()  # Ctrl-C during a query comes back as the query's error
+            # exit 1 means "the inputs differ", so every failure to compare is a 2, as in diff(1)
+            err(f"error: {exc}")
+            if json_out:
+                print_json(exc.to_dict())
+            raise typer.Exit(2) from None
         if json_out:
-            print_json(exc.to_dict())
-        raise typer.Exit(2) from None
-    if json_out:
-        print_json(result.to_dict())
-    elif sys.stdout.isatty():
-        _print_table(result)
-    else:
-        sys.stdout.write(_text(result))
+            print_json(result.to_dict())
+        elif sys.stdout.isatty():
+            _print_table(result)
+        else:
+            sys.stdout.write(_text(result))
     raise typer.Exit(0 if result.equal else 1)
 
 
@@ -134,9 +146,10 @@ def _key_text(example: dict) -> str:
 
 
 def _print_table(r: DiffResult) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from oxiflow.cli.shell import console as shell_console
 
     table = Table(title=f"diff by {', '.join(r.key)}: {'equal' if r.equal else 'differ'}", title_justify="left")
     table.add_column("rows")
@@ -150,7 +163,7 @@ def _print_table(r: DiffResult) -> None:
     for col, n in r.changed_by_column.items():
         table.add_row(f"  {col}", f"{n:,}", "")
     table.add_row("unchanged", f"{r.counts['unchanged']:,}", "")
-    console = Console()
+    console = shell_console()
     console.print(table)
     notes = []
     if r.columns_only_in_a:

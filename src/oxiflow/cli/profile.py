@@ -8,6 +8,7 @@ import typer
 
 from oxiflow.cli import output
 from oxiflow.cli.options import JsonOpt
+from oxiflow.cli.verbs import InputFormatOpt, OptOpt
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -19,11 +20,12 @@ def register(app: typer.Typer) -> None:
 
 
 def profile(
-    file: Annotated[str, typer.Argument(help="A file, a glob or a folder of files (one format).")],
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", "-f", help="Input format when the extension does not tell: csv, json, jsonl, ..."),
-    ] = None,
+    file: Annotated[
+        str,
+        typer.Argument(help="A file, glob or folder of files (one format), db.duckdb::table, or - for stdin."),
+    ],
+    input_format: InputFormatOpt = None,
+    opt: OptOpt = None,
     json_out: JsonOpt = False,
     html: Annotated[
         str | None, typer.Option("--html", metavar="PATH", help="Also write a self-contained HTML report with charts.")
@@ -54,31 +56,38 @@ def profile(
     """
     import os
 
+    from oxiflow.cli.shell import manners
+    from oxiflow.cli.verbs import reader_options, refuse_terminal_stdin
     from oxiflow.errors import DataError, OxiflowError
     from oxiflow.explore.profile import ProfileOptions, profile_input
-    from oxiflow.pipe.inputs import format_of
+    from oxiflow.pipe.inputs import source_step
 
+    options = reader_options("profile", opt)
+    if file == "-":
+        refuse_terminal_stdin("profile")
     try:
-        format_of(file, fmt)
+        source_step(file, input_format, options)
     except DataError as exc:
         output.fail_usage(str(exc))
     if html and not os.path.isdir(os.path.dirname(os.path.abspath(html))):  # fail before the work, not after
         output.err(f"error: cannot write the HTML report {html}: its folder does not exist")
         raise typer.Exit(1)
-    options = ProfileOptions(
+    settings = ProfileOptions(
         top=top, bins=bins, exact_distinct_limit=exact_distinct_limit, memory_limit_mb=memory_limit_mb
     )
-    try:
-        doc = profile_input(file, fmt, options)
-    except OxiflowError as exc:
-        output.err(f"error: {exc}")
-        raise typer.Exit(exc.exit_code) from None
-    if html:
-        _write_html(doc, html)
-    if json_out:
-        output.print_json(doc)
-    else:
-        print_table(doc)
+    with manners("profile") as state:
+        try:
+            doc = profile_input(file, input_format, settings, options)
+        except OxiflowError as exc:
+            state.check()  # Ctrl-C during a query comes back as the query's error
+            output.err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        if html:
+            _write_html(doc, html)
+        if json_out:
+            output.print_json(doc)
+        else:
+            print_table(doc)
 
 
 def _write_html(doc: dict[str, Any], path: str) -> None:
@@ -98,9 +107,9 @@ def print_table(doc: dict[str, Any]) -> None:
     """One row per column, on stdout (rich wraps long cells to the terminal's width)."""
     import sys
 
-    from rich.console import Console
+    from oxiflow.cli.shell import console as shell_console
 
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, highlight=False)
+    console = shell_console(width=None if sys.stdout.isatty() else 200, highlight=False)
     console.print(f"{doc['path']}: {doc['rows']:,} rows, {len(doc['columns'])} columns ({doc['format']})", markup=False)
     console.print(_table(doc))
 

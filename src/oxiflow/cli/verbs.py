@@ -88,7 +88,8 @@ def split_top(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _options(verb: str, pairs: list[str] | None) -> dict[str, Any]:
+def reader_options(verb: str, pairs: list[str] | None) -> dict[str, Any]:
+    """``-o KEY=VALUE`` pairs as a reader config (values are JSON when they parse as JSON)."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -105,19 +106,22 @@ def _paths(files: list[Path] | None) -> list[str]:
     return [str(f) for f in files] if files else ["-"]
 
 
+def refuse_terminal_stdin(verb: str) -> None:
+    """Stdin as input, but it is a terminal: exit 2 at once instead of waiting for typing."""
+    if os.isatty(sys.stdin.fileno()):
+        _fail(verb, "no input: give a FILE, or pipe data in (e.g. `oxi cat data.csv | oxi " + verb + " ...`)")
+
+
 def _source(verb: str, path: str, fmt: str | None, opts: dict[str, Any], step_id: str | None = None) -> dict[str, Any]:
     from oxiflow.errors import DataError
     from oxiflow.pipe.inputs import source_step
 
     if path == "-":
-        if os.isatty(sys.stdin.fileno()):
-            _fail(verb, "no input: give a FILE, or pipe data in (e.g. `oxi cat data.csv | oxi " + verb + " ...`)")
-        step: dict[str, Any] = {"name": "read_pipe", "config": {**({"format": fmt} if fmt else {}), **opts}}
-    else:
-        try:
-            step = source_step(path, fmt, opts)
-        except DataError as exc:
-            _fail(verb, str(exc))
+        refuse_terminal_stdin(verb)
+    try:
+        step = source_step(path, fmt, opts)
+    except DataError as exc:
+        _fail(verb, str(exc))
     if step_id:
         step["id"] = step_id
     return step
@@ -171,7 +175,7 @@ def _pipe(
     verbose: bool,
 ) -> NoReturn:
     sink = _sink(verb, fmt)
-    steps = _inputs(verb, _paths(files), input_format, _options(verb, opt))
+    steps = _inputs(verb, _paths(files), input_format, reader_options(verb, opt))
     _run(verb, [*steps, *middle, sink], verbose)
 
 
@@ -244,13 +248,16 @@ def select(
     opt: OptOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Keep (and reorder) columns, or drop some with --exclude (then every argument is a FILE).
+    """Keep (and reorder) columns, or drop some with --exclude, or both (--exclude applies after
+    COLUMNS). With --exclude, a first argument that names an input is a FILE.
 
     Example: oxi select order_id,amount orders.parquet
     """
+    from oxiflow.pipe.inputs import looks_like_input
+
     paths = list(files or [])
-    if exclude is not None and columns is not None:
-        paths.insert(0, Path(columns))  # with --exclude, COLUMNS is the first file
+    if exclude is not None and columns is not None and looks_like_input(columns):
+        paths.insert(0, Path(columns))  # `oxi select -x c orders.csv`: no COLUMNS, all FILEs
         columns = None
     if columns is None and exclude is None:
         _fail("select", "give the columns to keep (a,b,c) or --exclude a,b")
@@ -372,21 +379,46 @@ def sql(
 ) -> None:
     """Run SQL over the input (`input`) or several named inputs.
 
+    `input` is the FILEs, else stdin; with -i inputs and no FILE, stdin is `input` only when the
+    query reads `input`.
+
     Example: oxi sql -i o=orders.csv -i c=customers.jsonl 'select * from o join c using (customer_id)'
     """
-    steps, ids = _named_inputs("sql", files, inputs, input_format, opt)
-    middle = [{"name": "sql", "inputs": ids, "config": {"query": query}}]
+    from oxiflow.pipe.sqlrefs import materialize, reads, table_refs
+
+    named = _named("sql", inputs)
+    refs = table_refs(query)
+    # never alias a lone -i input as `input` (the sql oxi's rule for one input): stdin is `input`
+    stdin = not named or ("input" not in named and reads(query, "input", refs))
+    steps, ids = _named_inputs("sql", files, named, input_format, opt, stdin=stdin)
+    # an input is a one-shot stream: one the query reads twice goes through a MATERIALIZED CTE
+    twice = {name: f"{name}__stream" for name in ids if refs is not None and refs[name.lower()] > 1}
+    for s in steps:
+        if s.get("id") in twice:
+            s["id"] = twice[s["id"]]
+    ids = [twice.get(i, i) for i in ids]
+    middle = [{"name": "sql", "inputs": ids, "config": {"query": materialize(query, twice)}}]
     _run("sql", [*steps, *middle, _sink("sql", fmt)], verbose)
 
 
+def _named(verb: str, inputs: list[str] | None) -> dict[str, str]:
+    return _pairs(verb, ",".join(inputs), "NAME=PATH") if inputs else {}
+
+
 def _named_inputs(
-    verb: str, files: list[Path] | None, inputs: list[str] | None, fmt: str | None, opt: list[str] | None
+    verb: str,
+    files: list[Path] | None,
+    named: dict[str, str],
+    fmt: str | None,
+    opt: list[str] | None,
+    *,
+    stdin: bool,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    opts = _options(verb, opt)
-    named = _pairs(verb, ",".join(inputs), "NAME=PATH") if inputs else {}
+    """The source steps of ``input`` (the FILEs, else stdin when ``stdin``) and of each named input."""
+    opts = reader_options(verb, opt)
     steps: list[dict[str, Any]] = []
     ids: list[str] = []
-    if files or not named:
+    if files or stdin:
         steps += _inputs(verb, _paths(files), fmt, opts)
         ids.append("input")
     for name, path in named.items():
@@ -436,7 +468,7 @@ def convert(
 
     Example: oxi convert orders.csv orders.parquet
     """
-    steps = _inputs("convert", [str(src)], input_format, _options("convert", opt))
+    steps = _inputs("convert", [str(src)], input_format, reader_options("convert", opt))
     _run("convert", [*steps, _file_sink("convert", str(dst), fmt)], verbose)
 
 
@@ -477,7 +509,9 @@ def step(
         if files or inputs:
             _fail("step", f"{name} is a source: it takes no inputs")
         _run("step", [this, _sink("step", fmt)], verbose)
-    steps, ids = _named_inputs("step", files, inputs, input_format, opt)
+    named = _named("step", inputs)
+    # the oxi's config decides what it reads: with -i inputs, stdin only when named (`-`)
+    steps, ids = _named_inputs("step", files, named, input_format, opt, stdin=not named)
     this["inputs"] = ids
     tail_steps = [] if spec.kind == "sink" else [_sink("step", fmt)]
     _run("step", [*steps, this, *tail_steps], verbose)
@@ -494,28 +528,37 @@ def schema(
 
     Example: oxi schema orders.parquet --json
     """
-    from oxiflow.pipe.info import probe_schema, schema_json, schema_table
-    from oxiflow.pipe.plan import VerbError, plan_steps
+    from oxiflow.cli.shell import manners
+    from oxiflow.pipe.info import emit_table, probe_schema, schema_json, schema_table
+    from oxiflow.pipe.plan import VerbError, VerbFailed, plan_steps
 
-    steps = _inputs("schema", _paths(files), input_format, _options("schema", opt))
-    try:
-        plan = plan_steps("schema", steps)
-        arrow_schema = probe_schema("schema", plan)
-    except VerbError as exc:
-        _fail("schema", str(exc))
-    if arrow_schema is None:
-        raise typer.Exit(1)
-    if json_out:
-        sys.stdout.write(json.dumps(schema_json(arrow_schema), indent=2) + "\n")
-        return
-    from oxiflow.pipe.info import emit_table
-
-    raise typer.Exit(emit_table("schema", schema_table(arrow_schema), _sink("schema", fmt)["config"]["format"]))
+    out_format = _sink("schema", fmt)["config"]["format"]
+    steps = _inputs("schema", _paths(files), input_format, reader_options("schema", opt))
+    with manners("schema"):
+        try:
+            arrow_schema = probe_schema("schema", plan_steps("schema", steps))
+            if json_out:
+                sys.stdout.write(json.dumps(schema_json(arrow_schema), indent=2) + "\n")
+            else:
+                emit_table("schema", schema_table(arrow_schema), out_format)
+        except VerbError as exc:
+            _fail("schema", str(exc))
+        except VerbFailed as exc:
+            raise typer.Exit(exc.exit_code) from None
 
 
 def count(
     files: FilesArg = None,
     json_out: Annotated[bool, typer.Option("--json", help='Print {"rows": N}.')] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output the count as a one-row table `rows` in this format: arrow, csv, jsonl, parquet, "
+            "table (default: the bare number).",
+        ),
+    ] = None,
     input_format: InputFormatOpt = None,
     opt: OptOpt = None,
 ) -> None:
@@ -523,21 +566,29 @@ def count(
 
     Example: oxi count 'data/*.parquet'
     """
-    from oxiflow.pipe.info import count_rows, parquet_rows
-    from oxiflow.pipe.plan import VerbError, plan_steps
+    from oxiflow.cli.shell import manners
+    from oxiflow.pipe.info import count_rows, emit_table, metadata_rows
+    from oxiflow.pipe.plan import VerbError, VerbFailed, plan_steps
 
-    paths = _paths(files)
-    steps = _inputs("count", paths, input_format, _options("count", opt))
-    rows = parquet_rows(steps)
-    if rows is None:
+    out_format = _sink("count", fmt)["config"]["format"] if fmt is not None else None
+    if out_format is not None and json_out:
+        _fail("count", "give --json or --format, not both")
+    steps = _inputs("count", _paths(files), input_format, reader_options("count", opt))
+    with manners("count"):
         try:
-            plan = plan_steps("count", steps)
+            rows = metadata_rows(steps)
+            if rows is None:
+                rows = count_rows("count", plan_steps("count", steps))
+            if out_format is not None:
+                import pyarrow as pa
+
+                emit_table("count", pa.table({"rows": pa.array([rows], pa.int64())}), out_format)
+            else:
+                sys.stdout.write((json.dumps({"rows": rows}) if json_out else str(rows)) + "\n")
         except VerbError as exc:
             _fail("count", str(exc))
-        rows = count_rows("count", plan)
-    if rows is None:
-        raise typer.Exit(1)
-    sys.stdout.write((json.dumps({"rows": rows}) if json_out else str(rows)) + "\n")
+        except VerbFailed as exc:
+            raise typer.Exit(exc.exit_code) from None
 
 
 VERBS: dict[str, Callable[..., None]] = {

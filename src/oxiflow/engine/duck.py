@@ -53,6 +53,9 @@ def connect(
         config["threads"] = max(1, cores // 2)
     config.update(extra)
     con = duckdb.connect(database, config=config)
+    # DuckDB draws a progress bar on stdout once a query runs past 2 s, into the data we write
+    # there; a session setting (connect() refuses it as a global one), so each connection sets it
+    con.execute("SET enable_progress_bar = false")
     if ctx is not None:
         # a weak reference: a bound method would keep the connection alive as long as the
         # context (and any traceback holding it), which nanobind reports as a leak at exit

@@ -149,11 +149,11 @@ def profile_input(
     options: ProfileOptions | None = None,
     reader_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The profile document of the file(s) at ``path`` (raises DataError on unreadable input)."""
-    from oxiflow.pipe.inputs import format_of, open_input
+    """The profile document of the input ``path`` -- file(s), ``db.duckdb::table`` or ``-`` for
+    stdin, as the shell verbs take them (raises DataError on unreadable input)."""
+    from oxiflow.pipe.inputs import open_input
 
     opts = options or ProfileOptions()
-    kind = format_of(path, fmt)
     opened = open_input(path, fmt, reader_options, memory_limit_mb=opts.memory_limit_mb)
     with tempfile.TemporaryDirectory(prefix="oxiflow-profile-") as tmp:
         con, source, method, arrow_schema = _prepare(opened, Path(tmp))
@@ -166,12 +166,23 @@ def profile_input(
     return {
         "profile_version": PROFILE_VERSION,
         "path": path,
-        "format": kind,
+        "format": _format_name(opened, path, fmt),
         "rows": rows,
         "method": method,
         "options": {"top": opts.top, "bins": opts.bins, "exact_distinct_limit": opts.exact_distinct_limit},
         "columns": columns,
     }
+
+
+def _format_name(opened: OpenedInput, path: str, fmt: str | None) -> str:
+    """The input's format: stdin's as detected from its first bytes, a table's ``duckdb``."""
+    from oxiflow.pipe.inputs import format_of
+
+    if opened.oxi_name == "read_pipe":
+        return str(opened.ctx.metadata.get("format", "auto"))
+    if opened.oxi_name == "read_duckdb":
+        return "duckdb"
+    return format_of(path, fmt)
 
 
 def _prepare(opened: OpenedInput, tmp: Path) -> tuple[duckdb.DuckDBPyConnection, str, str, pa.Schema | None]:

@@ -1,14 +1,15 @@
 """What `oxi schema` and `oxi count` compute: facts about an input, read as cheaply as possible.
 
 ``schema`` runs the verb's plan the way ``explain`` does (sources limited to zero rows), so it
-reports exactly the schema the data would have in a pipe. ``count`` reads Parquet footers when
-every input is Parquet; anything else is streamed through the plan and counted, never held.
+reports exactly the schema the data would have in a pipe. ``count`` asks the source oxi for its
+own count query when it has one (``ScanSQL.count_sql``: Parquet footers, DuckDB table metadata,
+the same query a pushed-down pipeline step counts with); anything else is streamed through the
+plan and counted, never held. A failure is reported on stderr and raised as ``VerbFailed``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,17 +18,14 @@ if TYPE_CHECKING:
     from oxiflow.plan.build import Plan
 
 
-def probe_schema(verb: str, plan: Plan) -> pa.Schema | None:
-    """The output schema of the plan's last step (reads no rows); None after reporting an error."""
+def probe_schema(verb: str, plan: Plan) -> pa.Schema:
+    """The output schema of the plan's last step (reads no rows)."""
     from oxiflow.engine.local import LocalEngine, RunOptions
-    from oxiflow.pipe.plan import report
+    from oxiflow.pipe.plan import check_result
 
     engine = LocalEngine(plan, RunOptions(explain=True))
-    result = engine.run()
-    if result.error is not None:
-        report(verb, result.error)
-        return None
-    return engine.schemas.get(plan.steps[-1].id)
+    check_result(verb, engine.run())
+    return engine.schemas[plan.steps[-1].id]
 
 
 def _decode(raw: bytes) -> str:
@@ -68,51 +66,59 @@ def schema_table(schema: pa.Schema) -> pa.Table:
     )
 
 
-def emit_table(verb: str, table: pa.Table, fmt: str) -> int:
-    """Write a small in-memory table to stdout through the pipe writer; the exit code."""
+def emit_table(verb: str, table: pa.Table, fmt: str) -> None:
+    """Write a small in-memory table to stdout through the pipe writer."""
     from oxiflow.data import OxiData
     from oxiflow.errors import RunCancelled
     from oxiflow.oxi import StepContext
-    from oxiflow.pipe.plan import report
+    from oxiflow.pipe.plan import VerbFailed, report
     from oxiflow.pipe.stdio import WritePipe, WritePipeConfig
 
     ctx = StepContext(step_id="write_pipe", oxi_name="write_pipe", run_id=f"oxi-{verb}")
     try:
         WritePipe(WritePipeConfig(format=fmt)).write(OxiData.from_table(table), ctx)
-    except RunCancelled as exc:
-        return int(getattr(exc, "exit_code", 1))
+    except RunCancelled:
+        raise  # OutputClosed: the caller's shell manners exit 141
     except Exception as exc:
         report(verb, exc)
-        return 1
-    return 0
+        raise VerbFailed(1) from None
 
 
-def parquet_rows(steps: list[dict[str, Any]]) -> int | None:
-    """The row count from the Parquet footers, when the input is one read_parquet step."""
-    if len(steps) != 1 or steps[0]["name"] != "read_parquet":
+def metadata_rows(steps: list[dict[str, Any]]) -> int | None:
+    """The row count from the source oxi's own count query, when the input is one source that has
+    one (no scan); None otherwise, and when that query fails (the streaming count then reports
+    the problem with its file and position)."""
+    if len(steps) != 1:
         return None
-    import pyarrow.parquet as pq
+    import duckdb
 
-    from oxiflow.errors import DataError
-    from oxiflow.oxi import StepContext
-    from oxiflow.oxis.files.common import expand_paths
+    from oxiflow.engine.duck import connect
+    from oxiflow.errors import OxiflowError
+    from oxiflow.pipe.inputs import open_step
 
-    ctx = StepContext(step_id="read_parquet", oxi_name="read_parquet", run_id="oxi-count", base_dir=Path.cwd())
     try:
-        files = expand_paths(steps[0]["config"]["path"], ctx, (".parquet", ".parq", ".pq"))
-        return sum(pq.read_metadata(f).num_rows for f in files)
-    except (DataError, OSError, ValueError):  # unreadable footer: the scan reports it properly
+        opened = open_step(steps[0])
+        scan = opened.scan()
+    except OxiflowError:
         return None
+    if scan is None or scan.count_sql is None:
+        return None
+    con = connect(opened.ctx, stream="read")
+    try:
+        row = con.execute(scan.count_sql).fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
-def count_rows(verb: str, plan: Plan) -> int | None:
+def count_rows(verb: str, plan: Plan) -> int:
     """Stream the plan (sources only, nothing written) and count the rows of its last step."""
     from oxiflow.engine.local import RunOptions, run_plan
-    from oxiflow.pipe.plan import report
+    from oxiflow.pipe.plan import check_result
 
     result = run_plan(plan, RunOptions())
-    if result.error is not None:
-        report(verb, result.error)
-        return None
+    check_result(verb, result)
     last = plan.steps[-1].id
     return next(s.rows_out for s in result.steps if s.step_id == last)

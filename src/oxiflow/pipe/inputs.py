@@ -1,8 +1,9 @@
 """Open a file named on the command line with the source oxi its format calls for.
 
-Verbs, ``oxi profile`` and ``oxi diff`` all take paths (``orders.csv``, ``data/*.parquet``);
-this module picks the reader by extension (or ``--format``) and runs it outside a pipeline, so
-the CLI reads exactly what a pipeline step with the same config would read.
+Verbs, ``oxi profile`` and ``oxi diff`` all take the same inputs (``orders.csv``,
+``data/*.parquet``, ``warehouse.duckdb::orders``, ``-`` for stdin); this module picks the reader by
+extension (or ``--input-format``) and runs it outside a pipeline, so the CLI reads exactly what a
+pipeline step with the same config would read.
 """
 
 from __future__ import annotations
@@ -80,12 +81,28 @@ def format_of(path: str, explicit: str | None = None) -> str:
     raise DataError(
         f"cannot tell the format of {path!r} from its name",
         file=path,
-        hint=f"pass --format ({', '.join(sorted(READERS))})",
+        hint=f"name it with --input-format / -F (diff: --format-a, --format-b): {', '.join(sorted(READERS))}",
     )
+
+
+def looks_like_input(text: str) -> bool:
+    """Whether a command-line word names an input rather than, say, column names: ``-``, an
+    existing path, a glob, ``db.duckdb::table``, or a name with a data format's extension."""
+    import glob
+
+    if text == "-" or "::" in text or glob.has_magic(text) or Path(text).exists():
+        return True
+    try:
+        format_of(text)
+    except DataError:
+        return False
+    return True
 
 
 def source_step(path: str, fmt: str | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A pipeline step (``{"name": ..., "config": ...}``) that reads ``path``."""
+    if path == "-":  # standard input: read_pipe tells its format by the first bytes
+        return {"name": "read_pipe", "config": {**({"format": fmt} if fmt else {}), **(options or {})}}
     # `warehouse.duckdb::schema.table` (or `::table`): a table of a DuckDB database file
     if "::" in path:
         database, _, table = path.rpartition("::")
@@ -136,16 +153,28 @@ def open_input(
     memory_limit_mb: int | None = None,
 ) -> OpenedInput:
     """Build the reader for ``path`` (config validated like a pipeline step's)."""
+    return open_step(source_step(path, fmt, options), base_dir=base_dir, memory_limit_mb=memory_limit_mb, path=path)
+
+
+def open_step(
+    step: dict[str, Any],
+    *,
+    base_dir: Path | None = None,
+    memory_limit_mb: int | None = None,
+    path: str | None = None,
+) -> OpenedInput:
+    """Build the source oxi of a step dict (``source_step``'s, or a verb's)."""
     from pydantic import ValidationError
 
     from oxiflow.engine.local import new_run_id
     from oxiflow.oxi import Source, StepContext
     from oxiflow.registry import default_registry
 
-    step = source_step(path, fmt, options)
+    config_dict = step["config"]
+    path = path or str(config_dict.get("path") or config_dict.get("database") or step["name"])
     spec = default_registry().get(step["name"])
     try:
-        config = spec.config.model_validate(step["config"])
+        config = spec.config.model_validate(config_dict)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise DataError(f"bad options for {step['name']}: {problems}", file=path) from None

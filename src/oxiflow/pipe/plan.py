@@ -28,6 +28,15 @@ class VerbError(Exception):
     exit_code = 2
 
 
+class VerbFailed(Exception):
+    """The run did not succeed and said so on stderr already: exit with ``exit_code`` (1 failed,
+    130 interrupted, 141 output closed)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
 @dataclass
 class Outcome:
     exit_code: int
@@ -84,6 +93,19 @@ def run_steps(verb: str, plan: Plan, *, verbose: bool = False) -> Outcome:
     elif verbose:
         summary(verb, result, time.perf_counter() - started)
     return Outcome(result.exit_code, result)
+
+
+def check_result(verb: str, result: RunResult) -> None:
+    """Raise :class:`VerbFailed` (after reporting the error) unless ``result`` is a success."""
+    from oxiflow.pipe.stdio import OutputClosed
+
+    error = result.error
+    if error is None:
+        return
+    if isinstance(error, OutputClosed):
+        raise VerbFailed(error.exit_code)  # `| head` took what it wanted: nothing to report
+    report(verb, error)
+    raise VerbFailed(result.exit_code)
 
 
 def report(verb: str, error: BaseException) -> None:

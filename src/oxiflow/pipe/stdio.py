@@ -30,14 +30,18 @@ in the pipe fails too instead of taking a truncated stream for a complete one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import errno
 import io
 import os
 import re
+import select
 import shutil
 import sys
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -104,11 +108,173 @@ class _Prefixed(io.RawIOBase):
         return n
 
 
-def _fd_reader(fd: int) -> Callable[[int], bytes]:
-    def read(n: int) -> bytes:
-        return os.read(fd, n)
+class _FdReader:
+    """Reads a file descriptor so that :meth:`stop` (Ctrl-C, the end of the stream, exit) ends a
+    read blocked waiting for data at once: it polls the fd together with a wake-up pipe. After
+    ``stop`` every read returns EOF."""
 
-    return read
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.stopped = False
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+
+    def read(self, n: int) -> bytes:
+        while not self.stopped:
+            poll = select.poll()  # one per call: a poll object refuses concurrent use
+            poll.register(self.fd, select.POLLIN)
+            poll.register(self._wake_r, select.POLLIN)
+            ready = {fd for fd, _ in poll.poll()}
+            if self._wake_r in ready or self.stopped:
+                break
+            return os.read(self.fd, n)
+        return b""
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.stopped or self._closed:
+                return
+            self.stopped = True
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:  # the pipe cannot be full: one byte is ever written
+                pass
+
+    def close(self) -> None:
+        """Release the wake-up pipe; only once nothing reads any more (the caller knows)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.stopped = True
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+# Arrow's streaming CSV / JSON readers read ahead on a thread of Arrow's I/O pool, and that thread
+# calls into Python for every block (``pa.PythonFile``). If a Python object is touched from an Arrow
+# thread while the interpreter exits -- a read still to come or in progress, the Python file or a
+# ``bytes`` block released there -- CPython ends the thread inside C++ code and the process aborts
+# (std::terminate, or "PyGILState_Release: thread state must be current"; exit 134). pyarrow cannot
+# read a pipe through a native file (it needs lseek), so _ArrowFeed keeps that thread under control.
+_AHEAD = 8  # blocks Arrow may read past the batches taken (its own queue would hold 32)
+_STALL = 0.5  # seconds a read waits past _AHEAD while the consumer waits for a batch (tiny blocks)
+_QUIET = 0.2  # seconds without a call after which a stopped feed's reader is taken to be done
+_LIVE: weakref.WeakSet[_ArrowFeed] = weakref.WeakSet()
+
+
+class _ArrowFeed:
+    """The file object Arrow's streaming CSV / JSON readers read, through :attr:`file`.
+
+    Arrow reads it through a native ``BufferedInputStream``, which copies every block into Arrow's
+    own memory, so no Python ``bytes`` outlives a read. Its read-ahead is bounded (``_AHEAD`` blocks
+    past the batches the consumer took), so until the end Arrow's I/O thread is never parked with a
+    full queue: it is inside :meth:`read`, or about to call it. :meth:`shutdown` (at the end of the
+    stream, when the consumer stops early, on Ctrl-C and at exit) makes the next read return EOF,
+    waits until Arrow took it, then closes the file from the caller's thread, so no later destructor
+    on Arrow's thread needs the interpreter.
+    """
+
+    def __init__(self, read: Callable[[int], bytes], source: _FdReader) -> None:
+        self._read = read
+        self._source = source
+        self._cond = threading.Condition()
+        self._handed = 0  # reads that returned data
+        self._taken = 0  # batches the consumer took
+        self._waiting = False  # the consumer is inside Arrow, waiting for a batch
+        self._active = False  # Arrow's thread is inside read()
+        self._calls = 0
+        self._closing = False
+        self._ended = False  # EOF (or an error) was handed to Arrow: it reads no more
+        self._released = False
+        # buffer_size=1: every read goes straight to read() below, copied into Arrow's memory
+        self.file = pa.BufferedInputStream(pa.PythonFile(self, mode="r"), buffer_size=1)
+        _LIVE.add(self)
+
+    # -- what pa.PythonFile calls (on Arrow's I/O thread) ------------------------------------------
+    def read(self, n: int = -1) -> bytes:
+        with self._cond:
+            self._calls += 1
+            while not self._closing and self._handed - self._taken >= _AHEAD:
+                if not self._cond.wait(_STALL) and self._waiting:
+                    break  # one batch needs more blocks than that: let one through
+            if self._closing:
+                return self._end()
+            self._active = True
+        try:
+            data = self._read(n)
+        except BaseException:
+            with self._cond:
+                self._end()
+                if self._closing:
+                    return b""  # stopping made the read fail: EOF is all Arrow needs now
+            raise
+        with self._cond:
+            self._active = False
+            if not data:
+                return self._end()
+            self._handed += 1
+            return data
+
+    def _end(self) -> bytes:
+        self._active = False
+        self._ended = True
+        self._cond.notify_all()
+        return b""
+
+    @property
+    def closed(self) -> bool:
+        # not _closing: pyarrow checks `closed` before each read, and a read refused that way would
+        # never reach read(), so shutdown could not see Arrow take its EOF
+        return self._released
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Called by ``file.close()``: nothing to release here (shutdown did)."""
+
+    # -- the consumer's side ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a call that waits for Arrow (opening the reader, the next batch)."""
+        with self._cond:
+            self._waiting = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._waiting = False
+                self._taken += 1
+                self._cond.notify_all()
+
+    def shutdown(self) -> None:
+        """Stop Arrow's reading, wait until it is done, release the Python file (idempotent)."""
+        with self._cond:
+            if self._released:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        self._source.stop()  # a read blocked on the fd returns now
+        with self._cond:
+            while not self._ended:
+                calls = self._calls
+                if not self._cond.wait(_QUIET) and not self._active and calls == self._calls:
+                    break  # no read in progress, none started: Arrow's reader stopped by itself
+            self._released = True
+        try:
+            self.file.close()  # closes the PythonFile too: it lets go of us here, under the GIL
+        except (OSError, ValueError):
+            pass
+        _LIVE.discard(self)
+
+
+@atexit.register
+def _shutdown_feeds() -> None:
+    # atexit runs before the interpreter starts finalizing: Arrow's thread can still take the GIL
+    for feed in list(_LIVE):
+        feed.shutdown()
 
 
 def _peek(read: Callable[[int], bytes]) -> bytes:
@@ -180,11 +346,19 @@ class ReadPipe(Source):
             fd, owned = os.open(str(ctx.input_path(cfg.path)), os.O_RDONLY), True
         grow_pipe(fd)
         ctx.metadata.update(path=name)
+        source = _FdReader(fd)
+        ctx.on_interrupt(source.stop)  # Ctrl-C ends a read waiting for data
+
+        def release() -> None:
+            source.close()
+            if owned:
+                os.close(fd)
+
         try:
-            raw = _fd_reader(fd)
-            head = _peek(raw)
+            head = _peek(source.read)
+            ctx.check_cancelled()
             fmt = detect(head) if cfg.format == "auto" else cfg.format
-            stream: IO[bytes] = io.BufferedReader(_Prefixed(head, raw), _IO_BUFFER)
+            stream: IO[bytes] = io.BufferedReader(_Prefixed(head, source.read), _IO_BUFFER)
             if fmt in ("gzip", "zstd"):
                 inner = pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), fmt)
                 head = _peek(inner.read)
@@ -197,24 +371,28 @@ class ReadPipe(Source):
                     hint="give a FILE, or check the command before the pipe (did it fail?)",
                 )
             ctx.metadata["format"] = fmt
-            data = self._open(fmt, stream, head, name, ctx)
+            data = self._open(fmt, stream, head, name, ctx, source)
         except BaseException:
-            if owned:
-                os.close(fd)
+            release()
             raise
-        if owned:
-            data = data.with_batches(_then(data, lambda: os.close(fd)))
-        return data
+        return data.with_batches(_then(data, release))
 
-    def _open(self, fmt: str, stream: IO[bytes], head: bytes, name: str, ctx: StepContext) -> OxiData:
+    def _open(
+        self, fmt: str, stream: IO[bytes], head: bytes, name: str, ctx: StepContext, source: _FdReader
+    ) -> OxiData:
         if fmt == "arrow":
             return _read_ipc(stream, name, ctx, self.config.validate_batches)
         if fmt in ("arrow_file", "parquet", "json"):
             reader = {"arrow_file": "read_arrow", "parquet": "read_parquet", "json": "read_json"}[fmt]
             return _spooled(stream, reader, name, ctx)
-        if fmt == "jsonl":
-            return _read_jsonl(stream, name, ctx, self.config)
-        return _read_csv(stream, head, name, ctx, self.config)
+        feed = _ArrowFeed(stream.read, source)
+        try:
+            if fmt == "jsonl":
+                return _read_jsonl(feed, stream, name, ctx, self.config)
+            return _read_csv(feed, stream, head, name, ctx, self.config)
+        except BaseException:
+            feed.shutdown()
+            raise
 
 
 def _then(data: OxiData, cleanup: Callable[[], None]) -> Iterator[pa.RecordBatch]:
@@ -249,6 +427,7 @@ def _read_ipc(stream: IO[bytes], name: str, ctx: StepContext, validate: bool) ->
     try:
         reader = ipc.open_stream(stream)
     except (pa.ArrowException, OSError, ValueError) as exc:
+        ctx.check_cancelled()  # Ctrl-C ended the read: not a broken stream
         raise broken(exc) from None
     if ctx.limit_rows == 0:
         return OxiData.empty(reader.schema)
@@ -262,6 +441,7 @@ def _read_ipc(stream: IO[bytes], name: str, ctx: StepContext, validate: bool) ->
             except StopIteration:
                 return
             except (pa.ArrowException, OSError, ValueError) as exc:
+                ctx.check_cancelled()
                 raise broken(exc) from None
             yield batch
             index += 1
@@ -289,7 +469,9 @@ def _text_error(exc: BaseException, name: str, what: str, schema: pa.Schema | No
     )
 
 
-def _read_csv(stream: IO[bytes], head: bytes, name: str, ctx: StepContext, cfg: ReadPipeConfig) -> OxiData:
+def _read_csv(
+    feed: _ArrowFeed, stream: IO[bytes], head: bytes, name: str, ctx: StepContext, cfg: ReadPipeConfig
+) -> OxiData:
     import pyarrow.csv as pcsv
 
     delimiter = cfg.delimiter
@@ -301,43 +483,52 @@ def _read_csv(stream: IO[bytes], head: bytes, name: str, ctx: StepContext, cfg: 
         except csv.Error:
             delimiter = ","  # one column, or too little to tell
     ctx.metadata["delimiter"] = delimiter
-    # use_threads=False: with it on, Arrow reads ahead on its I/O threads by calling back into the
-    # Python stream, and a read still in flight when the interpreter exits aborts the process
-    # (apache/arrow#43604); parsing a pipe serially costs little next to the pipe itself
+    # use_threads=False: parsing a pipe serially costs little next to the pipe itself, and leaves
+    # the cores to the processes on either side of it
     read_options = pcsv.ReadOptions(
         block_size=cfg.block_size, autogenerate_column_names=not cfg.header, use_threads=False
     )
+    parse_options = pcsv.ParseOptions(delimiter=delimiter)
     try:
-        reader = pcsv.open_csv(stream, read_options=read_options, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+        with feed.waiting():
+            reader = pcsv.open_csv(feed.file, read_options=read_options, parse_options=parse_options)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _text_error(exc, name, "CSV", None) from None
-    return _text_stream(reader, name, "CSV", ctx, stream)
+    return _text_stream(reader, name, "CSV", ctx, stream, feed)
 
 
-def _read_jsonl(stream: IO[bytes], name: str, ctx: StepContext, cfg: ReadPipeConfig) -> OxiData:
+def _read_jsonl(feed: _ArrowFeed, stream: IO[bytes], name: str, ctx: StepContext, cfg: ReadPipeConfig) -> OxiData:
     import pyarrow.json as pjson
 
+    read_options = pjson.ReadOptions(block_size=cfg.block_size, use_threads=False)
     try:
-        reader = pjson.open_json(stream, read_options=pjson.ReadOptions(block_size=cfg.block_size, use_threads=False))
+        with feed.waiting():
+            reader = pjson.open_json(feed.file, read_options=read_options)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _text_error(exc, name, "JSON Lines", None) from None
-    return _text_stream(reader, name, "JSON Lines", ctx, stream)
+    return _text_stream(reader, name, "JSON Lines", ctx, stream, feed)
 
 
-def _text_stream(reader: Any, name: str, what: str, ctx: StepContext, stream: IO[bytes]) -> OxiData:
+def _text_stream(reader: Any, name: str, what: str, ctx: StepContext, stream: IO[bytes], feed: _ArrowFeed) -> OxiData:
     schema = reader.schema
     if ctx.limit_rows == 0:
+        feed.shutdown()
         return OxiData.empty(schema)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise _text_error(exc, name, what, schema) from None
-            yield batch
+        try:
+            while True:
+                try:
+                    with feed.waiting():
+                        batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (pa.ArrowException, OSError, ValueError) as exc:
+                    ctx.check_cancelled()  # a read ended by Ctrl-C is no parse error
+                    raise _text_error(exc, name, what, schema) from None
+                yield batch
+        finally:
+            feed.shutdown()  # before the reader goes: Arrow's thread must be done with us
 
     return OxiData(schema, _counted(schema, batches(), ctx, stream))
 
