@@ -154,3 +154,62 @@ def test_every_template_validates(project: Path, template: str) -> None:
     assert v.returncode == 0, v.stderr
     listed = oxiflow("pipeline", "list", "--json", cwd=project)
     assert f"new_{template}" in [e["name"] for e in json.loads(listed.stdout)]
+    # a new pipeline runs as it is: its sample input comes with it, and it passes its own tests
+    assert "sample input: replace it with your data" in r.stderr
+    tested = oxiflow("pipeline", "test", f"new_{template}", "--json", cwd=project)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    report = json.loads(tested.stdout)
+    assert report["tests"] and all(t["passed"] for t in report["tests"]), report
+    ran = oxiflow("run", f"new_{template}", "--no-state", cwd=project)
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_add_keeps_existing_sample_data(project: Path) -> None:
+    (project / "data").mkdir()
+    (project / "data" / "mine.csv").write_text("id,name,amount\n1,mine,1\n", encoding="utf-8")
+    r = oxiflow("pipeline", "add", "mine", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert "sample input" not in r.stderr
+    assert (project / "data" / "mine.csv").read_text() == "id,name,amount\n1,mine,1\n"
+
+
+FIXABLE = """\
+pipeline:
+  - name: read_csvv            # typo in the oxi
+    id: src
+    config:
+      pth: in.csv              # typo in a key
+    timeout_second: 30
+  - name: write_file
+    inputs: [scr]
+    config: {path: "${OUTPUT_DIR:-output}/${steps.src.metadta.files}.txt", apend: false}
+tests:
+  - expect: {rows: {src: 3}}
+"""
+
+
+def test_test_fix_repairs_what_is_unambiguous_and_keeps_the_rest(project: Path) -> None:
+    path = project / "pipelines" / "fixme.yaml"
+    path.write_text(FIXABLE, encoding="utf-8")
+    r = oxiflow("pipeline", "test", "fixme", "--fix", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert path.read_text() == (
+        FIXABLE.replace("read_csvv", "read_csv")
+        .replace("pth:", "path:")
+        .replace("timeout_second:", "timeout_seconds:")
+        .replace("[scr]", "[src]")
+        .replace("metadta", "metadata")
+        .replace("apend", "append")
+    )  # comments and layout kept
+    assert "fixed " in r.stderr and "read_csvv -> read_csv" in r.stderr
+    assert "1 passed, 0 failed" in r.stderr
+
+
+def test_test_fix_leaves_what_needs_the_author(project: Path) -> None:
+    path = project / "pipelines" / "broken.yaml"
+    text = "pipeline:\n  - name: read_csv\n    config: {path: in.csv, skip_rows: many}\n"
+    path.write_text(text, encoding="utf-8")
+    r = oxiflow("pipeline", "test", "broken", "--fix", cwd=project)
+    assert r.returncode == 2
+    assert "nothing to repair automatically" in r.stderr and "skip_rows" in r.stderr
+    assert path.read_text() == text

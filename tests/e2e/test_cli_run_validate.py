@@ -117,11 +117,12 @@ def test_every_config_error_at_once_with_positions(tmp_path: Path) -> None:
     r = oxiflow("validate", "bad.yaml", cwd=tmp_path, drop_env=("OXIFLOW_TEST_NOPE",))
     assert r.returncode == 2
     assert r.stdout == ""
+    # in file order; a missing variable names the step by its id
     assert r.stderr.splitlines() == [
         "error: 6 configuration errors:",
-        "  bad.yaml:7:13: variable ${OXIFLOW_TEST_NOPE} is not set in step 2 (export OXIFLOW_TEST_NOPE=..., "
-        "pass --var OXIFLOW_TEST_NOPE=..., or write ${OXIFLOW_TEST_NOPE:-default})",
         "  bad.yaml:2:11: unknown oxi 'read_cvs' (did you mean 'read_csv'?)",
+        "  bad.yaml:7:13: variable ${OXIFLOW_TEST_NOPE} is not set in step 'b' (export OXIFLOW_TEST_NOPE=..., "
+        "pass --var OXIFLOW_TEST_NOPE=..., or write ${OXIFLOW_TEST_NOPE:-default})",
         "  bad.yaml:8:7: unknown key 'delimter' for oxi 'read_csv' (did you mean 'delimiter'?)",
         "  bad.yaml:13:18: pipeline[2].config.skip_rows: Input should be a valid integer, "
         "unable to parse string as an integer, got 'many'",
@@ -144,8 +145,8 @@ def test_validate_json_lists_issues(tmp_path: Path) -> None:
     data = json.loads(r.stdout)
     assert data["valid"] is False
     assert [(i["line"], i["column"]) for i in data["issues"]] == [
-        (7, 13),
         (2, 11),
+        (7, 13),
         (8, 7),
         (13, 18),
         (16, 14),

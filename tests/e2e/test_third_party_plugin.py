@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _cli import oxiflow, write
 
+from oxiflow.testing import check_oxi
+
 PLUGIN = '''
 """A third-party oxi: multiply a numeric column."""
 
@@ -32,7 +34,13 @@ class ScaleConfig(OxiConfig):
     """Multiplier."""
 
 
-@oxi("scale_column", kind="transform", config=ScaleConfig, summary="Multiply one column by a factor.")
+@oxi(
+    "scale_column",
+    kind="transform",
+    config=ScaleConfig,
+    summary="Multiply one column by a factor.",
+    example="- name: scale_column\\n  config:\\n    column: amount\\n    factor: 3",
+)
 class ScaleColumn(BatchTransform):
     def transform_batch(self, batch, ctx):
         i = batch.schema.get_field_index(self.config.column)
@@ -128,3 +136,21 @@ def test_third_party_plugin_runs_and_is_listed(tmp_path: Path) -> None:
     missing = oxiflow("validate", "p.yaml", cwd=tmp_path)
     assert missing.returncode == 2
     assert "unknown oxi 'scale_column'" in missing.stderr
+
+
+def test_the_plugin_passes_the_conformance_kit(tmp_path: Path) -> None:
+    """What a plugin's own test suite runs: oxiflow.testing.check_oxi on its registration."""
+    import importlib.util
+
+    source = tmp_path / "oxiflow_scale.py"  # a real file: field docs are read from the source
+    source.write_text(textwrap.dedent(PLUGIN), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("oxiflow_scale_kit", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # inspect finds a class's source through its module
+    spec.loader.exec_module(module)
+    sample = pa.table({"id": [1, 2, 3], "amount": [1.5, -2.0, 10.0]})
+    report = check_oxi(module.ScaleColumn, config={"column": "amount", "factor": 3}, sample=sample, workdir=tmp_path)
+    ran = {r.name for r in report.results if not r.skipped}
+    assert {"config_model", "config_documented", "example", "transform_schema", "probe_schema", "conservation"} <= ran
+    assert report.passed, str(report)

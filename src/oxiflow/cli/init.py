@@ -32,7 +32,7 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist.")] = False,
 ) -> None:
-    """Create a project: oxiflow.yaml, pipelines/ with a sample pipeline, data/ with its input, output/.
+    """Create a project: oxiflow.yaml, pipelines/ with a sample pipeline, data/ with its input, output/, oxis/.
 
     Example: oxiflow init -n shop && cd shop && oxiflow run sample
     """
@@ -48,5 +48,6 @@ def init(
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(template_text(f"project/{source}").replace("__NAME__", project_name), encoding="utf-8")
     (target / "output").mkdir(exist_ok=True)
+    (target / "oxis").mkdir(exist_ok=True)  # settings.oxis_dir: the project's own oxis (*.py), as in Oxide Flow
     where = "" if target == Path(".") else f"cd {target} && "
     output.err(f"created project {project_name!r} in {target}\nnext: {where}oxiflow run sample")

@@ -24,7 +24,9 @@ app = typer.Typer(
 
 @app.command()
 def run(
-    pipeline: Annotated[str, typer.Argument(help="A pipeline file, or a pipeline name in the project.")],
+    pipeline: Annotated[
+        str, typer.Argument(help="A pipeline file, or a pipeline name in the project (default: pipeline).")
+    ] = "pipeline",
     var: VarsOpt = None,
     engine: Annotated[str, typer.Option("--engine", help="Execution engine: local.")] = "local",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan; run nothing.")] = False,
@@ -67,7 +69,7 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run a pipeline.
+    """Run a pipeline (without a name: pipelines/pipeline.yaml, as Oxide Flow's `run` did).
 
     The run is recorded in the state store (`oxiflow runs`), and holds the pipeline's lock while it
     runs: a second run of the same pipeline fails at once (exit 75) unless --wait.
@@ -76,7 +78,9 @@ def run(
     Example: oxiflow run pipelines/orders.yaml --var ORDERS_PATH=data/orders.csv
     """
     output.setup_logging(log_format, quiet)
-    plan = output.load_or_exit(pipeline, parse_vars(var), config)
+    plan = output.load_or_exit(pipeline, parse_vars(var), config, log_format=log_format)
+    if json_out:
+        output.refuse_json_with_stdout_steps(plan)
     if engine != "local":
         output.fail_usage(f"engine {engine!r} is not available here (local only in this version)")
     if dry_run:
@@ -102,7 +106,7 @@ def run(
         if session is not None:
             observers.append(session.recorder)
         if resume and session is not None and not _resuming(session, plan, run_id, quiet):
-            session.store.mark_run(run_id, "ok", None)
+            session.store.mark_run(run_id, "ok", None, exit_code=0)
             raise typer.Exit(0)
         options = RunOptions(
             variables=parse_vars(var),
@@ -119,7 +123,7 @@ def run(
             _after_run(session, code)
     finally:
         if session is not None:
-            session.close()
+            session.close(143 if _STOP_SIGNALS else None)
     output.print_result(result, json_out=json_out, quiet=quiet, log_format=log_format)
     raise typer.Exit(code)
 
@@ -132,7 +136,7 @@ def _resuming(session: Any, plan: Any, run_id: str, quiet: bool) -> bool:
     try:
         point = resume_point(session.store, plan, run_id)
     except ConfigError as exc:
-        session.store.mark_run(run_id, "failed", str(exc))
+        session.store.mark_run(run_id, "failed", str(exc), exit_code=2)
         output.err(f"error: {exc}")
         raise typer.Exit(2) from None
     if point is None:
@@ -206,7 +210,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     if _STOP_SIGNALS:
         return  # already stopping: let the clean stop finish
     _STOP_SIGNALS.append(signum)
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("stopped by SIGTERM")  # the engine's error message says which stop it was
 
 
 def main() -> None:
@@ -218,13 +222,24 @@ def main() -> None:
     # shell completion asks about any command, so it gets them all
     first = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     completing = any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ)
-    commands.register(app, None if completing else first)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    if completing:
+        from oxiflow.cli.completion import one_line_candidates
+
+        one_line_candidates()  # typer wraps each candidate's help at 80 columns (cli/completion.py)
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # inside the try: a SIGTERM at any point below exits 143
+        commands.register(app, None if completing else first)
         app()
     except KeyboardInterrupt:
         sys.stderr.write("terminated\n" if _STOP_SIGNALS else "interrupted\n")
         sys.exit(143 if _STOP_SIGNALS else 130)
+    except SystemExit as exc:
+        # typer turns a KeyboardInterrupt that leaves a command (one outside the engine's clean stop: while
+        # the pipeline loads, the store opens, between checkpoint slices) into a silent exit 130
+        if _STOP_SIGNALS and exc.code == 130:
+            sys.stderr.write("terminated\n")
+            sys.exit(143)
+        raise
     except BrokenPipeError:
         # The reader of our stdout went away (`| head`): exit quietly like other Unix tools.
         import os

@@ -48,15 +48,36 @@ class JsonLogFormatter(logging.Formatter):
 def setup_logging(fmt: str = "text", quiet: bool = False) -> None:
     if fmt not in ("text", "json"):
         fail_usage(f"--log-format must be text or json, got {fmt!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(message)s"))
     root = logging.getLogger("oxiflow")
     root.handlers[:] = [handler]
     root.setLevel(logging.ERROR if quiet else logging.WARNING)
     root.propagate = False
+    # progress messages (batch checkpoints) are shown like the progress display: unless --quiet
+    logging.getLogger("oxiflow.progress").setLevel(logging.ERROR if quiet else logging.INFO)
 
 
-def load_or_exit(target: str, variables: dict[str, str], project_file: Path | None, *, json_out: bool = False) -> Plan:
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    """On a terminal, a log line first clears the progress line it would otherwise run into."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream
+        if getattr(stream, "isatty", lambda: False)():
+            stream.write("\r\x1b[2K")
+        super().emit(record)
+
+
+def load_or_exit(
+    target: str,
+    variables: dict[str, str],
+    project_file: Path | None,
+    *,
+    json_out: bool = False,
+    log_format: str = "text",
+) -> Plan:
+    """The plan, or exit 2 with every configuration error: as JSON on stdout with --json, as one JSON
+    log record on stderr with --log-format json, as text on stderr otherwise."""
     from oxiflow.config.load import find_project, load_pipeline, load_project, resolve_pipeline_path
     from oxiflow.errors import ConfigError
 
@@ -67,9 +88,37 @@ def load_or_exit(target: str, variables: dict[str, str], project_file: Path | No
     except ConfigError as exc:
         if json_out:
             print_json({"valid": False, **exc.to_dict()})
+        elif log_format == "json":
+            err(json.dumps({**_log_head("error"), "event": "config_error", **exc.to_dict()}, default=str))
         else:
             err(f"error: {exc}")
         raise typer.Exit(2) from None
+
+
+def _log_head(level: str) -> dict[str, Any]:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return {"time": stamp, "level": level, "logger": "oxiflow.cli"}
+
+
+def stdout_steps(plan: Plan) -> list[str]:
+    """The steps that write to standard output (write_stdout; write_pipe to `-`)."""
+    out = []
+    for s in plan.steps:
+        if s.spec.name == "write_stdout" or (s.spec.name == "write_pipe" and getattr(s.config, "path", "-") == "-"):
+            out.append(s.id)
+    return out
+
+
+def refuse_json_with_stdout_steps(plan: Plan) -> None:
+    """`run --json` prints the run summary on stdout: a step printing its data there would make it
+    unparseable, so the combination is refused (exit 2) before anything runs."""
+    steps = stdout_steps(plan)
+    if steps:
+        fail_usage(
+            f"--json prints the run summary on stdout, where step {', '.join(steps)} writes its data; "
+            "use --log-format json (the summary as a JSON record on stderr) instead"
+        )
 
 
 def print_plan(explained: dict[str, Any], json_out: bool) -> None:
@@ -154,24 +203,41 @@ def print_result(result: RunResult, *, json_out: bool, quiet: bool, log_format: 
             f"{name[:24]:<24} {s.status:<9} {s.rows_in:>11,} {s.rows_out:>11,} {s.rows_rejected:>9,} "
             f"{s.rows_filtered:>9,} {_human_bytes(max(s.bytes_in, s.bytes_out)):>9} {s.seconds:>7.2f}"
         )
-    if result.balanced:
-        out.append("rows in = rows out + rejected + filtered holds for every step")
-    else:
-        bad = [s.step_id for s in result.steps if not s.balanced]
-        out.append(f"WARNING: row accounting does not balance for: {', '.join(bad)}")
+    out.append(conservation_line(result))
     if result.dlq_path:
         out.append(f"{result.dlq_count} rejected record(s) in the dead-letter file {result.dlq_path}")
     err("\n".join(out))
 
 
+def conservation_line(result: RunResult) -> str:
+    """What the run summary says about rows in = out + rejected + filtered: which steps it was checked
+    on, and which are exempt (steps that reshape rows; steps that did not finish)."""
+    if not result.balanced:
+        bad = [s.step_id for s in result.steps if not s.balanced]
+        return f"WARNING: row accounting does not balance for: {', '.join(bad)}"
+    reshaping = [s.step_id for s in result.steps if s.reshapes and s.status in ("ok", "continued")]
+    unfinished = [s.step_id for s in result.steps if s.status not in ("ok", "continued")]
+    checked = len(result.steps) - len(reshaping) - len(unfinished)
+    if not reshaping and not unfinished:
+        return "rows in = rows out + rejected + filtered holds for every step"
+    line = f"rows in = rows out + rejected + filtered holds for {checked} step(s)"
+    if reshaping:
+        line += f"; not checked on {', '.join(reshaping)} (reshape rows: one in is not one out)"
+    if unfinished:
+        line += f"; {', '.join(unfinished)} did not finish"
+    return line
+
+
 class ProgressObserver:
     """Rows, rows/s and bytes per step on stderr while a run is going (terminal only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.2) -> None:
         self.steps: dict[str, Any] = {}
+        self.interval = interval  # seconds between redraws
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start = time.perf_counter()
+        self._lock = threading.Lock()
 
     def on_run_start(self, engine: Any) -> None:
         self._start = time.perf_counter()
@@ -183,22 +249,33 @@ class ProgressObserver:
         elapsed = max(time.perf_counter() - self._start, 1e-6)
         parts = []
         for m in self.steps.values():
-            if m.status == "running" or m.rows_out:
+            if m.status == "running" or m.rows_out or m.rows_in:
+                # what a step has handled: a sink what it consumed, the others what they produced
                 rows = m.rows_out if m.kind != "sink" else m.rows_in
-                parts.append(f"{m.step_id}: {rows:,} rows ({rows / elapsed:,.0f}/s)")
+                size = m.bytes_out if m.kind != "sink" else max(m.bytes_in, m.bytes_out)
+                parts.append(f"{m.step_id}: {rows:,} rows ({rows / elapsed:,.0f} rows/s, {_human_bytes(size)})")
         return f"[{elapsed:6.1f}s] " + " | ".join(parts[-4:])
 
-    def _loop(self) -> None:
-        while not self._stop.wait(0.2):
+    def _draw(self) -> None:
+        with self._lock:
             sys.stderr.write("\r\x1b[2K" + self._line()[: _width()])
             sys.stderr.flush()
+
+    def on_step_end(self, metrics: Any) -> None:
+        # a step's final figures are drawn once at least, however short the run
+        self._draw()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._draw()
 
     def on_run_end(self, result: Any) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        sys.stderr.write("\r\x1b[2K")
-        sys.stderr.flush()
+        with self._lock:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
 
 
 def _width() -> int:

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="List, create, test and describe the pipelines of a project.", no_args_is_help=True)
 
 TEMPLATES = ("basic", "etl", "batch", "streaming", "api", "validation")
+# the sample input each template reads (templates/data/TEMPLATE.EXT), written as DATA_DIR/NAME.EXT so a
+# new pipeline runs, and passes its own `tests:`, before it is pointed at real data
+TEMPLATE_DATA = {"basic": "csv", "etl": "csv", "batch": "csv", "streaming": "jsonl", "api": "json", "validation": "csv"}
 NameArg = Annotated[str, typer.Argument(help="A pipeline name in the project (or a path to a .yaml file).")]
 
 
@@ -119,19 +122,47 @@ def add(
         output.fail_usage(f"unknown template {template!r} ({hint}choose one of: {', '.join(TEMPLATES)})")
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         output.fail_usage(f"pipeline name {name!r}: use letters, digits, '_' or '-'")
-    folder = _pipeline_dir(_project(config))
+    project = _project(config)
+    folder = _pipeline_dir(project)
     dest = folder / f"{name}.yaml"
     if dest.exists() and not force:
         output.fail_usage(f"{dest} already exists (pass --force to overwrite)")
     folder.mkdir(parents=True, exist_ok=True)
     dest.write_text(template_text(f"pipelines/{template}.yaml").replace("__NAME__", name), encoding="utf-8")
-    output.err(f"created {dest} from template {template!r}\nnext: oxiflow pipeline test {name}")
+    said = [f"created {dest} from template {template!r}"]
+    sample = _sample_input(project, folder, name, TEMPLATE_DATA[template])
+    if not sample.exists():
+        sample.parent.mkdir(parents=True, exist_ok=True)
+        sample.write_text(template_text(f"data/{template}.{TEMPLATE_DATA[template]}"), encoding="utf-8")
+        said.append(f"created {sample} (sample input: replace it with your data)")
+    output.err("\n".join([*said, f"next: oxiflow pipeline test {name}"]))
+
+
+def _sample_input(project: Project | None, folder: Path, name: str, ext: str) -> Path:
+    """Where the template's ``${DATA_DIR:-data}/NAME.EXT`` points: below the project root (DATA_DIR from
+    the project's environment), or below the pipeline's folder outside a project."""
+    import os
+
+    if project is not None:
+        data_dir = os.environ.get("DATA_DIR") or str(project.model.environment.get("DATA_DIR") or "data")
+        base = project.root
+    else:
+        data_dir, base = os.environ.get("DATA_DIR") or "data", folder
+    return (Path(data_dir) if Path(data_dir).is_absolute() else base / data_dir) / f"{name}.{ext}"
 
 
 @app.command()
 def test(
     name: NameArg,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only check the file; do not run its tests.")] = False,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="First repair, in the file, what validation is sure of (a misspelt key, oxi name or step "
+            "reference with one close match); then check and test as usual.",
+        ),
+    ] = False,
     schema: Annotated[bool, typer.Option("--schema", help="Also probe every step's output schema.")] = False,
     var: VarsOpt = None,
     json_out: JsonOpt = False,
@@ -144,10 +175,13 @@ def test(
     1: a test or a schema probe failed; 2: the file is invalid.
 
     Example: oxiflow pipeline test sample --schema
+    Example: oxiflow pipeline test sample --fix
     """
     from oxiflow.cli.pipeline_tests import check_pipeline
 
-    report = check_pipeline(name, parse_vars(var), config, run_tests=not dry_run, probe_schema=schema, quiet=json_out)
+    report = check_pipeline(
+        name, parse_vars(var), config, run_tests=not dry_run, probe_schema=schema, quiet=json_out, fix=fix
+    )
     if json_out:
         output.print_json(report)
     raise typer.Exit(report["exit_code"])

@@ -90,11 +90,21 @@ def run_test(plan: Plan, test: PipelineTest, cli_vars: dict[str, str], scratch: 
 
 
 def check_pipeline(
-    target: str, cli_vars: dict[str, str], config: Path | None, *, run_tests: bool, probe_schema: bool, quiet: bool
+    target: str,
+    cli_vars: dict[str, str],
+    config: Path | None,
+    *,
+    run_tests: bool,
+    probe_schema: bool,
+    quiet: bool,
+    fix: bool = False,
 ) -> dict[str, Any]:
     say = (lambda _text: None) if quiet else output.err
+    fixed = _fix(target, cli_vars, config, say) if fix else None
     plan = output.load_or_exit(target, cli_vars, config, json_out=quiet)
     report: dict[str, Any] = {"pipeline": plan.name, "file": str(plan.file), "valid": True, "exit_code": 0}
+    if fixed is not None:
+        report["fixed"] = fixed
     say(f"✓ {plan.file}: structure, variables and references are valid ({len(plan.steps)} steps)")
     try:
         tests = parse_tests(plan)
@@ -132,6 +142,25 @@ def check_pipeline(
         say(f"dry run: {len(tests)} test(s) not run")
     report["tests"] = results
     return report
+
+
+def _fix(target: str, cli_vars: dict[str, str], config: Path | None, say: Any) -> list[str]:
+    """--fix: repair the file in place (cli/pipeline_fix.py); say what changed and what is left."""
+    from oxiflow.cli.pipeline_fix import fix_file
+    from oxiflow.config.load import find_project, load_project, resolve_pipeline_path
+    from oxiflow.errors import ConfigError
+
+    try:
+        project = load_project(config) if config else find_project()
+        path = resolve_pipeline_path(target, project)
+    except ConfigError:
+        return []  # load_or_exit reports it
+    applied, left = fix_file(path, cli_vars, project if config else None)
+    for change in applied:
+        say(f"fixed {path}:{change}")
+    if not applied:
+        say(f"--fix: nothing to repair automatically in {path}" + (f" ({len(left)} issue(s) need you)" if left else ""))
+    return [f"{path}:{change}" for change in applied]
 
 
 def _written_steps(plan: Plan) -> list[dict[str, Any]]:

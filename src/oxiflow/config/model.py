@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class _Strict(BaseModel):
@@ -70,6 +70,13 @@ class StepModel(_Strict):
     compatibility: Literal["backward", "forward", "full", "none"] | None = None
     """Sinks only: the compatibility a new schema version must have with the registered one (Kafka
     schema registry semantics; default `backward`); an incompatible change waits for `oxiflow approve`."""
+    # keys whose values were invalid and already reported: validation goes on without them (so one
+    # wrong type does not hide the oxi-level errors) but does not check what depends on them
+    _invalid: set[str] = PrivateAttr(default_factory=set)
+
+    @property
+    def invalid_keys(self) -> set[str]:
+        return self._invalid
 
 
 class PipelineSettings(_Strict):
@@ -106,10 +113,15 @@ class ProjectInfo(BaseModel):
 
 
 class ProjectSettings(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     output_dir: str = "./output"
+    """The default of `${OUTPUT_DIR}` in the project's pipelines (below the project's `environment`,
+    the pipeline's, the process environment and `--var`); relative to the project root."""
     pipeline_dir: str = "./pipelines"
+    """Where `oxiflow run NAME` and `oxiflow pipeline ...` look for NAME.yaml (or NAME/pipeline.yaml)."""
     oxis_dir: str = "./oxis"
+    """A folder of the project's own oxis: every `*.py` in it is loaded and its oxis registered for
+    the project's pipelines (config/project_oxis.py)."""
     state_url: str | None = None
     """Where runs, cursors and locks are kept: an SQLite file path (relative to the project root) or a
     `postgresql://` URL (`?schema=NAME` picks a schema). Default `.oxiflow/state.db`; `$OXIFLOW_STATE_URL`
@@ -122,6 +134,8 @@ class ProjectModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     project: ProjectInfo = Field(default_factory=ProjectInfo)
     oxis: Any = None
+    """Where oxis come from, Oxide Flow's shape: `{NAME: {source: builtin | MODULE | path.py, version,
+    description}}` (config/project_oxis.py)."""
     settings: ProjectSettings = Field(default_factory=ProjectSettings)
     environment: dict[str, Any] = Field(default_factory=dict)
     state_manager: dict[str, Any] = Field(default_factory=dict)

@@ -84,6 +84,24 @@ def step_references(data: Any) -> list[tuple[str, str]]:
     return refs
 
 
+def step_reference_sites(data: Any, path: Path = ()) -> list[tuple[Path, str]]:
+    """Every ``${steps....}`` written in a structure, well-formed or not: (path of the string, the name
+    inside the braces), so validation can check the shape (``steps.ID.metadata.KEY``) and point at it."""
+    out: list[tuple[Path, str]] = []
+    if isinstance(data, str):
+        for match in _REF.finditer(data):
+            name = match.group(1)
+            if name and (name == "steps" or name.startswith("steps.")):
+                out.append((path, name))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.extend(step_reference_sites(v, (*path, i)))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            out.extend(step_reference_sites(v, (*path, k)))
+    return out
+
+
 def resolve_step_references(data: Any, metadata: Mapping[str, Mapping[str, Any]]) -> Any:
     """Replace ``${steps.ID.metadata.KEY}`` with values reported by earlier steps."""
     if isinstance(data, str):

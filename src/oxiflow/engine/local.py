@@ -11,8 +11,10 @@ Failure handling, per step:
 - ``retry_attempts`` retries retryable errors with exponential backoff and jitter, as long as
   the attempt has neither consumed input nor emitted output: a stream half passed downstream
   cannot be replayed without duplicating rows (a rerun or ``--resume`` handles that case).
-- ``continue_on_error``: after the final failure the step's remaining input is passed on
-  unchanged; rows it had consumed without passing on are counted as rejected.
+- ``continue_on_error``: after the final failure the step's input is passed on unchanged. The
+  input a transform consumes is copied to a spill file as it goes (``_Replay``), so when the step
+  failed before passing anything on, all of its input goes on; when it had already passed rows on,
+  the rest of its input goes on and the rows consumed but not passed on count as rejected.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from oxiflow.config.substitute import resolve_step_references, step_references
+from oxiflow.contracts import dlq_masking
 from oxiflow.contracts import gate as schema_gate
 from oxiflow.data import OxiData
 from oxiflow.engine.dlq import DeadLetterQueue
@@ -195,6 +198,7 @@ class _Inlet:
         self.kind = "arrow"
         self.metadata: dict[str, Any] = {}
         self.finished = False
+        self.replay: _Replay | None = None  # continue_on_error: a copy of what was consumed
 
     def open(self) -> None:
         if self.schema is not None:
@@ -213,6 +217,8 @@ class _Inlet:
                 self.on_consume()
                 self.metrics.rows_in += batch.num_rows
                 self.metrics.bytes_in += batch.nbytes
+                if self.replay is not None:
+                    self.replay.add(batch)
                 yield batch
             elif tag == "end":
                 self.finished = True
@@ -238,6 +244,38 @@ class _Inlet:
             if msg[0] == "batch":
                 self.metrics.rows_in += msg[1].num_rows
                 self.metrics.bytes_in += msg[1].nbytes
+
+
+class _Replay:
+    """The batches a ``continue_on_error`` transform consumed, in an Arrow IPC file (bounded memory),
+    to pass them on if the step fails before passing anything on itself."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: Any = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        import pyarrow.ipc as ipc
+
+        if self.writer is None:
+            self.writer = ipc.new_stream(str(self.path), batch.schema)
+        self.writer.write_batch(batch)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow.ipc as ipc
+
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer = None
+        with ipc.open_stream(str(self.path)) as reader:
+            yield from reader
+
+    def drop(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.path.unlink(missing_ok=True)
 
 
 class _Outlet:
@@ -322,6 +360,7 @@ class LocalEngine:
         # with a state store, dead letters also go to its `dlq` table (state/dlq.py, `oxiflow dlq`)
         store = None if self.options.explain else self.options.state
         self.dlq = DeadLetterQueue(dlq_dir / f"{plan.name}-{self.run_id}.jsonl", self.run_id, plan.name, store)
+        self.dlq.masking = dlq_masking.for_plan(plan)  # PII of the run's contracts, masked in every DLQ record
         self.runs: dict[str, _StepRun] = {}
         self._lock = threading.Lock()
         # explain probes every step's schema, so it streams; a run pushes chains down (which ones:
@@ -400,6 +439,8 @@ class LocalEngine:
                     run.consumed = True
 
                 run.inlets.append(_Inlet(ch, ref, run.metrics, consumed))
+            if p.model.continue_on_error and p.spec.kind == "transform" and run.inlets:
+                run.inlets[0].replay = _Replay(self._spill_dir() / f"replay-{p.index}.arrows")
 
     # -- running ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -415,15 +456,13 @@ class LocalEngine:
             run.thread = threading.Thread(
                 target=self._step_thread, args=(run,), name=f"oxi-{run.planned.id}", daemon=True
             )
-        for run in self.runs.values():
-            if run.thread is not None:
-                run.thread.start()
         status = "ok"
         try:
+            self._start_threads()  # inside the try: see there
             self._supervise()
             self._reap()
-        except KeyboardInterrupt:
-            self._cancel_all(RunCancelled("interrupted (Ctrl-C)"))
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli/main.py raises it with its reason)
+            self._cancel_all(RunCancelled(str(exc) or "interrupted (Ctrl-C)"))
             self._join_all()
         finally:
             self.dlq.close()
@@ -493,6 +532,22 @@ class LocalEngine:
 
         return out.with_batches(batches(), out.schema)
 
+    def _start_threads(self) -> None:
+        """Start the step threads. A Ctrl-C or SIGTERM (cli/main.py) landing between two starts must stop and
+        join the threads already going like any other stop: escaping run() instead, it left them in DuckDB's
+        native code while the interpreter finalized, and the process aborted ("terminate called after
+        throwing an instance of '' / FATAL: exception not rethrown", exit 134 instead of 143; a checkpointed
+        run starts threads for every slice). Threads the stop kept from starting are dropped."""
+        pending = [r for r in self.runs.values() if r.thread is not None]
+        for i, r in enumerate(pending):
+            try:
+                assert r.thread is not None
+                r.thread.start()
+            except KeyboardInterrupt:
+                for never in pending[i + 1 :]:
+                    never.thread = None
+                raise
+
     def _supervise(self) -> None:
         while True:
             # `done`, not Thread.is_alive(): a KeyboardInterrupt landing inside Thread.join() can mark a
@@ -540,6 +595,11 @@ class LocalEngine:
         for r in self.runs.values():
             if r.thread is not None:
                 r.done.wait(max(0.0, deadline - time.monotonic()))
+        # as in _reap: a stopped step may still be unwinding (closing DuckDB, its stdin reader);
+        # only a step that did not stop within the grace period is left behind
+        for r in self.runs.values():
+            if r.thread is not None and r.done.is_set():
+                r.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _cancel_all(self, reason: BaseException) -> None:
         with self._lock:
@@ -673,6 +733,8 @@ class LocalEngine:
                         raise RunCancelled("run cancelled")
                     self._attempt(run, ctx)
                     m.status = "ok"
+                    if run.inlets and run.inlets[0].replay is not None:
+                        run.inlets[0].replay.drop()
                     return
                 except BaseException as raw_exc:
                     exc = raw_exc
@@ -755,7 +817,7 @@ class LocalEngine:
         elif isinstance(oxi, Sink):
             # the schema registry's gate (contracts/gate.py): may stop here, before anything is written
             gate = schema_gate.check(p, config, inputs[0], ctx, self.options.state)
-            oxi.write(gate.data, ctx)
+            gate.write(oxi, ctx)  # oxi.write(gate.data), re-raising the gate's own errors as they are
             gate.commit()
             if ctx.load_id is not None:
                 crash_point("after_sink_commit")
@@ -874,7 +936,8 @@ class LocalEngine:
                 run.ctx.rows_filtered += run.metrics.rows_in - before
 
     def _continue_after_failure(self, run: _StepRun, ctx: StepContext) -> None:
-        """Pass the rest of the input on; rows consumed but not passed on count as rejected."""
+        """Pass the input on: all of it when the step passed nothing on yet (its consumed part from the
+        replay copy), else the rest, the rows consumed but not passed on counting as rejected."""
         m = run.metrics
         if run.planned.spec.kind == "sink" or not run.inlets:
             for inlet in run.inlets:
@@ -892,9 +955,19 @@ class LocalEngine:
                 "cannot continue after the failure: the step already emitted rows of another schema",
                 step=run.planned.id,
             )
-        before_in = m.rows_in
-        m.rows_rejected += max(0, before_in - m.rows_out - ctx.rows_rejected - ctx.rows_filtered)
+        replay, inlet.replay = inlet.replay, None
         run.outlet.open(inlet.schema, inlet.kind, inlet.metadata)
+        if replay is not None and not run.emitted:
+            # nothing was passed on yet: pass on everything, what it consumed first (none is rejected)
+            ctx.rows_rejected = ctx.rows_filtered = 0
+            for batch in replay.batches():
+                run.outlet.emit(batch)
+                m.rows_out += batch.num_rows
+            replay.drop()
+        else:
+            if replay is not None:
+                replay.drop()
+            m.rows_rejected += max(0, m.rows_in - m.rows_out - ctx.rows_rejected - ctx.rows_filtered)
         for batch in inlet.batches():
             run.outlet.emit(batch)
             m.rows_out += batch.num_rows

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from oxiflow.engine.duck import connect, ident
+from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.incremental import crash_point
 from oxiflow.oxi import Sink, StepContext, oxi
@@ -28,7 +28,7 @@ from oxiflow.oxis.databases.dispositions import (
     statements,
     system_columns,
 )
-from oxiflow.oxis.databases.sqlsink import LOADS_TABLE
+from oxiflow.oxis.databases.sqlsink import LOADS_TABLE, load_id_of, prune_markers_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -109,8 +109,9 @@ class WriteDuckdb(Sink):
         path.parent.mkdir(parents=True, exist_ok=True)
         schema, table = split_table(cfg.table)
         qualified = (ident(schema) + "." if schema else "") + ident(table)
-        load_id = str(ctx.load_id or ctx.metadata.get("load_id") or ctx.run_id)
+        load_id = load_id_of(ctx)
         changes: dict[str, int] = {}
+        created = not path.exists()  # a failed first load must not leave an empty database behind
         con = connect(ctx, str(path))
         try:
             prepare(con)
@@ -140,6 +141,12 @@ class WriteDuckdb(Sink):
             except BaseException:
                 _rollback(con)
                 raise
+        except BaseException:
+            if created:
+                con.close()
+                for leftover in (path, path.with_name(path.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
+            raise
         finally:
             con.close()
         ctx.metadata.update(rows=rows, table=cfg.table, database=str(path))
@@ -343,3 +350,4 @@ def _mark_load(con: duckdb.DuckDBPyConnection, schema: str | None, ctx: StepCont
         "committed_at TIMESTAMPTZ NOT NULL)"
     )
     con.execute(f"INSERT INTO {loads} VALUES (?, ?, ?, now())", [ctx.load_id, ctx.pipeline, ctx.step_id])
+    con.execute(prune_markers_sql(loads, ctx, literal))  # earlier loads are settled: their markers are not needed

@@ -63,12 +63,16 @@ def expand_paths(path: str | list[str], ctx: StepContext, suffixes: tuple[str, .
             out.extend(matches)
         elif resolved.is_file():
             out.append(resolved)
-        else:
+        elif resolved.exists():
+            # a named pipe or a device: DuckDB's readers need a file they can seek in
             raise DataError(
-                f"file not found: {pattern}",
+                f"{pattern} is not a regular file (a named pipe or a device)",
                 file=pattern,
-                hint="check the path (relative paths start at the pipeline file's folder)",
+                hint=f"read a pipe with read_pipe (path: {pattern}) or read_file",
             )
+        else:
+            where = "" if Path(pattern).expanduser().is_absolute() else f"; relative paths start at {ctx.base_dir}"
+            raise DataError(f"file not found: {pattern}", file=pattern, hint=f"check the path{where}")
     cursor = ctx.cursor
     if cursor is not None and cursor.config.mode == "files":
         out = cursor.select_files(out, ctx)

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,7 @@ class ReadJsonConfig(FileSourceConfig):
 )
 class ReadJson(Source):
     config: ReadJsonConfig
+    metadata_keys: ClassVar[tuple[str, ...]] = ("path", "files", "files_new")
 
     def read(self, ctx: StepContext) -> OxiData:
         cfg = self.config
@@ -131,11 +132,12 @@ def _locate(exc: DataError, files: list[str], cfg: ReadJsonConfig, layouts: Mapp
             continue
         found = jsonlines.first_bad_line(f, cfg.compression)
         if found is not None:
-            line, reason, _raw = found
+            line, reason, _raw, column = found
             return DataError(
-                reason,
+                jsonlines.at(reason, line, column),
                 file=f,
                 line=line,
+                column=column,
                 hint="fix the record, or set on_error: skip or on_error: dlq to set bad records aside",
             )
     return exc

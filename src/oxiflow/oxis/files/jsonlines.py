@@ -8,6 +8,7 @@ verdicts where it needs them, streaming one line at a time.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -131,24 +132,39 @@ def iter_lines(path: str, compression: str) -> Iterator[tuple[int, bytes]]:
                 yield number, raw.rstrip(b"\r\n")
 
 
-def check_line(raw: bytes, loads: Callable[[bytes], Any]) -> str | None:
-    """None when ``raw`` is one JSON object, else the reason it is not."""
+_POSITION = re.compile(r":? line 1 column (\d+) \(char \d+\)$")
+
+
+def check_line(raw: bytes, loads: Callable[[bytes], Any]) -> tuple[str, int | None] | None:
+    """None when ``raw`` is one JSON object, else the reason it is not and the column (1-based, within
+    the line) where the parser stopped."""
     try:
         value = loads(raw)
     except (ValueError, RecursionError) as exc:
-        return f"malformed JSON: {str(exc).splitlines()[0]}"
+        # the parser counts lines and columns within the record (always line 1 of one line): keep the
+        # column, drop its "line 1", so messages say the file's line
+        text = str(exc).splitlines()[0]
+        m = _POSITION.search(text)
+        return f"malformed JSON: {text[: m.start()] if m else text}", int(m.group(1)) if m else None
     if not isinstance(value, dict):
-        return f"expected a JSON object, got {type(value).__name__}"
+        return f"expected a JSON object, got {type(value).__name__}", None
     return None
 
 
-def first_bad_line(path: str, compression: str) -> tuple[int, str, str] | None:
-    """(line, reason, raw) of the first line that is not a JSON object, if any."""
+def at(reason: str, line: int, column: int | None) -> str:
+    """``malformed JSON: X`` as ``malformed JSON at line 3, column 13: X`` (a place in the file)."""
+    place = f"line {line}" + (f", column {column}" if column is not None else "")
+    head, sep, rest = reason.partition(": ")
+    return f"{head} at {place}: {rest}" if sep else f"{reason} (at {place})"
+
+
+def first_bad_line(path: str, compression: str) -> tuple[int, str, str, int | None] | None:
+    """(line, reason, raw, column) of the first line that is not a JSON object, if any."""
     loads = _loads()
     for number, raw in iter_lines(path, compression):
-        reason = check_line(raw, loads)
-        if reason is not None:
-            return number, reason, raw.decode("utf-8", "replace")
+        found = check_line(raw, loads)
+        if found is not None:
+            return number, found[0], raw.decode("utf-8", "replace"), found[1]
     return None
 
 
@@ -158,12 +174,12 @@ def filter_lines(path: str, compression: str, out: Path, on_bad: Callable[[int, 
     good = bad = 0
     with out.open("wb") as sink:
         for number, raw in iter_lines(path, compression):
-            reason = check_line(raw, loads)
-            if reason is None:
+            found = check_line(raw, loads)
+            if found is None:
                 sink.write(raw)
                 sink.write(b"\n")
                 good += 1
             else:
                 bad += 1
-                on_bad(number, reason, raw.decode("utf-8", "replace"))
+                on_bad(number, at(found[0], number, found[1]), raw.decode("utf-8", "replace"))
     return good, bad

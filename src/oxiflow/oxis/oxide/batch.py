@@ -19,7 +19,9 @@ from pydantic import Field
 from oxiflow.data import OxiData
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
 
-log = logging.getLogger("oxiflow.oxis.batch")
+# "oxiflow.progress": shown at INFO by the CLI (unlike the rest of oxiflow's INFO logs), since the
+# progress messages are what `batch` promises
+log = logging.getLogger("oxiflow.progress.batch")
 
 
 class BatchConfig(OxiConfig):
@@ -68,7 +70,13 @@ class Batch(Transform):
                 state["rows"] += piece.num_rows
                 if state["batches"] % cfg.checkpoint_frequency == 0:
                     ctx.metadata.update(checkpoint_rows=state["rows"], checkpoint_batches=state["batches"])
-                    log.info("step %s: %d rows in %d batches", ctx.step_id, state["rows"], state["batches"])
+                    log.info(
+                        "step %s: %s rows in %s batches",
+                        ctx.step_id,
+                        f"{state['rows']:,}",
+                        f"{state['batches']:,}",
+                        extra={"step": ctx.step_id, "event": "batch_checkpoint", "rows": state["rows"]},
+                    )
                 yield piece
 
         for batch in data:

@@ -12,9 +12,10 @@ import codecs
 import mimetypes
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import AliasChoices, Field
 
@@ -47,7 +48,8 @@ def normalize_encoding(encoding: str) -> str:
 
 class ReadFileConfig(OxiConfig):
     path: str
-    """The file to read (relative paths start at the pipeline file's folder)."""
+    """The file to read, or a named pipe (relative paths start at the project root inside a project, else at
+    the pipeline file's folder)."""
     encoding: str = "utf-8"
     """Text encoding (ignored with `binary: true`)."""
     binary: bool = False
@@ -55,26 +57,79 @@ class ReadFileConfig(OxiConfig):
 
 
 def resolve_input(cfg: ReadFileConfig, ctx: StepContext) -> tuple[Path, dict[str, Any]]:
-    """The file to read and the metadata read_file reports (also when fused into a parser)."""
+    """The file to read and the metadata read_file reports (also when fused into a parser). A named
+    pipe (FIFO) is read too: its ``size`` is None until it has been read."""
     path = ctx.input_path(cfg.path)
-    if not path.is_file():
+    fifo = is_fifo(path)
+    if not path.is_file() and not fifo:
+        what = "is not a regular file" if path.exists() else "not found"
         raise DataError(
-            f"file not found: {cfg.path}",
+            f"file {what}: {cfg.path}",
             file=str(path),
             step=ctx.step_id,
-            hint="check the path (relative paths start at the pipeline file's folder)",
+            hint=relative_hint(cfg.path, ctx),
         )
-    size = path.stat().st_size
+    size = None if fifo else path.stat().st_size
     meta = {"path": str(path), "size": size, "content_type": content_type(path, cfg.binary)}
     if not cfg.binary:
         meta["encoding"] = normalize_encoding(cfg.encoding)
     return path, meta
 
 
+def is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def relative_hint(written: str, ctx: StepContext) -> str:
+    """Where a relative path was looked for (the project root inside a project, else the pipeline's folder)."""
+    if Path(written).expanduser().is_absolute():
+        return "check the path"
+    return f"check the path; relative paths start at {ctx.base_dir}"
+
+
+def _open_input(path: Path, ctx: StepContext) -> Any:
+    """Open for reading: a file, or a named pipe read without ever blocking (see :class:`_Fifo`)."""
+    return _Fifo(path, ctx) if is_fifo(path) else path.open("rb")
+
+
+class _Fifo:
+    """A named pipe read with poll(): waiting for a writer, or for its next bytes, checks the step's
+    cancel flag every 0.1 s, so a timeout or a stop ends the read (a plain open() or read() on a pipe
+    blocks in the kernel where nothing can interrupt it)."""
+
+    def __init__(self, path: Path, ctx: StepContext) -> None:
+        import select
+
+        self.ctx = ctx
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # returns at once, writer or not
+        self.poll = select.poll()
+        self.poll.register(self.fd, select.POLLIN | select.POLLHUP)
+
+    def read(self, size: int) -> bytes:
+        while True:
+            # Linux reports no event before a writer has come (and POLLHUP once the last one left)
+            if not self.poll.poll(100):
+                self.ctx.check_cancelled()
+                continue
+            try:
+                return os.read(self.fd, size)  # b"": every writer has gone, the end of the input
+            except BlockingIOError:
+                continue
+
+    def __enter__(self) -> _Fifo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
 def read_chunks(path: Path, encoding: str, ctx: StepContext) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder(encoding)()
     offset = 0
-    with path.open("rb") as fh:
+    with _open_input(path, ctx) as fh:
         while True:
             ctx.check_cancelled()
             raw = fh.read(CHUNK)
@@ -88,6 +143,8 @@ def read_chunks(path: Path, encoding: str, ctx: StepContext) -> Iterator[str]:
                     hint="set `encoding` to the file's encoding, or `binary: true`",
                 ) from None
             offset += len(raw)
+            if not raw and ctx.metadata.get("size") is None:
+                ctx.metadata["size"] = offset  # a pipe: now its size is known
             if text:
                 if offset == len(raw) and text.startswith("\ufeff"):
                     text = text[1:]  # a UTF-8 byte order mark is not content
@@ -97,7 +154,7 @@ def read_chunks(path: Path, encoding: str, ctx: StepContext) -> Iterator[str]:
 
 
 def read_byte_chunks(path: Path, ctx: StepContext) -> Iterator[bytes]:
-    with path.open("rb") as fh:
+    with _open_input(path, ctx) as fh:
         while raw := fh.read(CHUNK):
             ctx.check_cancelled()
             yield raw
@@ -112,11 +169,13 @@ def read_byte_chunks(path: Path, ctx: StepContext) -> Iterator[bytes]:
 )
 class ReadFile(Source):
     config: ReadFileConfig
+    # what `${steps.ID.metadata.KEY}` may name (checked by validate)
+    metadata_keys: ClassVar[tuple[str, ...]] = ("path", "size", "content_type", "encoding")
 
     def read(self, ctx: StepContext) -> OxiData:
         path, meta = resolve_input(self.config, ctx)
         ctx.metadata.update(meta)
-        ctx.bytes_read = meta["size"]
+        ctx.bytes_read = meta["size"] or 0
         if ctx.limit_rows == 0:
             return OxiData.from_bytes([], meta) if self.config.binary else OxiData.from_text([], meta)
         if self.config.binary:
@@ -158,6 +217,7 @@ def row_chunks(data: OxiData, target: Path, *, header: bool = True) -> Iterator[
 )
 class WriteFile(Sink):
     config: WriteFileConfig
+    metadata_keys: ClassVar[tuple[str, ...]] = ("path", "size", "backup_path")
 
     def write(self, data: OxiData, ctx: StepContext) -> None:
         cfg = self.config

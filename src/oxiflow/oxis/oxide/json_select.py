@@ -89,8 +89,10 @@ class JsonSelect(Transform):
         shape = data.metadata.get(JSON_SHAPE, "array")
         where = str(data.metadata.get("path", "<input>"))
         meta = {k: v for k, v in data.metadata.items() if k != JSON_SHAPE}
-        if ctx.limit_rows == 0 and not data.schema.names:
-            return OxiData(pa.schema([]), [], meta)
+        if ctx.limit_rows == 0:
+            # explain's probe: no document to walk, but its types are known: follow the path through them
+            schema = probe_schema(data.schema, shape, segments)
+            return OxiData(schema, [], {**meta, JSON_SHAPE: "array"})
         try:
             value = self._select(data, shape, segments, ctx)
         except DataError as exc:
@@ -130,6 +132,46 @@ class JsonSelect(Transform):
             raise _Missing(f"index {index} is out of range: the document is an array of {seen} item(s)")
         rows = data.read_all().to_pylist()
         return _walk([r.get("value") for r in rows] if unwrap else rows, segments, [], strict)
+
+
+def probe_schema(schema: pa.Schema, shape: str, segments: list[Segment]) -> pa.Schema:
+    """The schema the selection would have, from the document's types alone (no rows to look at); an
+    empty schema where the path leaves what the types tell."""
+    if not schema.names:
+        return pa.schema([])
+    row = pa.struct(list(schema))
+    typ: pa.DataType
+    if shape in ("object", "value"):
+        typ = schema.field("value").type if shape == "value" and schema.names == ["value"] else row
+    elif shape == "values" and schema.names == ["value"]:
+        typ = pa.list_(schema.field("value").type)
+    else:
+        typ = pa.list_(row)
+    for seg in segments:
+        if isinstance(seg, int) and (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+            typ = typ.value_type
+        elif isinstance(seg, str) and pa.types.is_struct(typ) and typ.get_field_index(seg) >= 0:
+            typ = typ.field(typ.get_field_index(seg)).type
+        else:
+            return pa.schema([])
+    if (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and pa.types.is_struct(typ.value_type):
+        fields = list(typ.value_type)
+    elif pa.types.is_struct(typ):
+        fields = list(typ)
+    elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        fields = [pa.field("value", typ.value_type)]
+    else:
+        fields = [pa.field("value", typ)]
+    return pa.schema([pa.field(f.name, _plain(f.type)) for f in fields])
+
+
+def _plain(typ: pa.DataType) -> pa.DataType:
+    """A type as the rows rebuilt from Python values come out: nullable fields, lists of `item`."""
+    if pa.types.is_struct(typ):
+        return pa.struct([pa.field(f.name, _plain(f.type)) for f in typ])
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return pa.list_(_plain(typ.value_type))
+    return typ
 
 
 def _walk(doc: Any, segments: list[Segment], done: list[Segment], strict: bool) -> Any:

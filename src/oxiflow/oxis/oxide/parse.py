@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from oxiflow.errors import DataError
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
 from oxiflow.oxis.oxide.common import JSON_SHAPE, iter_lines, require_text
 from oxiflow.oxis.oxide.files import ReadFile, ReadFileConfig, resolve_input
+
+log = logging.getLogger("oxiflow.oxis.parse")
 
 # -- CSV ---------------------------------------------------------------------------------------
 
@@ -144,7 +147,7 @@ class ParseCsv(Transform):
         cfg = self.config
         path, meta = resolve_input(reader_config, ctx)
         encoding = {"utf-8": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1"}.get(meta["encoding"])
-        if encoding is None or meta["size"] == 0:  # DuckDB cannot read it: parse the text in Python
+        if encoding is None or not meta["size"]:  # empty, a pipe, or DuckDB cannot decode it: parse in Python
             return self.transform([ReadFile(reader_config).read(ctx)], ctx)
         # Every dialect option is explicit: DuckDB's sniffer would otherwise guess `skip`, comments
         # and quoting from a sample, and may take a late line for the header.
@@ -287,6 +290,8 @@ def _parse_lines(text: str, kwargs: dict[str, Any], where: str, step: str | None
             out.append(json.loads(line, **kwargs))
         except json.JSONDecodeError as exc:
             raise _json_error(exc.msg, where, lineno, exc.colno, step) from None
+        except ValueError as exc:  # NaN / Infinity under strict: refused by parse_constant
+            raise _json_error(str(exc), where, lineno, None, step) from None
     return out
 
 
@@ -353,7 +358,12 @@ class ParseJson(Transform):
         return OxiData(table.schema, table.to_batches(max_chunksize=ctx.batch_size), meta)
 
     def scan_file(self, reader_config: ReadFileConfig, ctx: StepContext) -> OxiData:
-        """read_file + parse_json as one DuckDB read_json (JSON Lines or a top-level array)."""
+        """read_file + parse_json as one DuckDB read_json (JSON Lines or a top-level array).
+
+        Same answers as the unfused parser: DuckDB's JSON reader is lenient (trailing commas, NaN and
+        Infinity) and turns a key whose values mix types into a JSON-text column, so the records it could
+        have been lenient with are checked with Python's parser first, and a document with such a key is
+        parsed by Python after all (which says which key)."""
         from oxiflow.engine.duck import literal
         from oxiflow.oxis.files.duckscan import stream_query
 
@@ -367,14 +377,26 @@ class ParseJson(Transform):
         fmt = "array" if shape == "array" else "auto"
         query = f"SELECT * FROM read_json({literal(str(path))}, format = {literal(fmt)})"
         try:
-            scanned = stream_query(query, ctx, [str(path)])
+            scanned = stream_query(query, ctx, [str(path)], check=_refuse_json_columns)
+        except _MixedTypes as mixed:
+            if path.stat().st_size > PYTHON_PARSE_MAX_BYTES:
+                raise DataError(
+                    f"the JSON values of {mixed.column!r} do not fit one column type",
+                    file=str(path),
+                    step=ctx.step_id,
+                    hint="make every record use the same type for a key (e.g. all numbers or all strings)",
+                ) from None
+            return self.transform([ReadFile(reader_config).read(ctx)], ctx)  # says which values clash
         except DataError as exc:
             raise self._locate(path, exc, ctx) from None
         if shape == "array" and scanned.schema.names == ["json"]:
             return self.transform([ReadFile(reader_config).read(ctx)], ctx)  # an array of scalars
+        strict_check = ctx.limit_rows != 0  # explain probes the schema only
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
+                if strict_check:
+                    self._check_strict(path, fmt, ctx)
                 yield from scanned
             except DataError as exc:
                 raise self._locate(path, exc, ctx) from None
@@ -383,9 +405,37 @@ class ParseJson(Transform):
             scanned.schema, batches(), {**meta, JSON_SHAPE: shape if shape == "array" else _object_or_lines(path)}
         )
 
+    def _check_strict(self, path: Path, fmt: str, ctx: StepContext) -> None:
+        """Parse with Python every record DuckDB may have been lenient with (a comma before a closing
+        bracket, NaN, Infinity, comments): DuckDB picks them out, so the pass stays fast and streaming."""
+        from oxiflow.engine.duck import connect, literal
+
+        suspect = r"'(,\s*[\]}])|nan|inf|/[/*]'"
+        query = (
+            f"SELECT json::VARCHAR FROM read_json_objects({literal(str(path))}, format = {literal(fmt)}) "
+            f"WHERE regexp_matches(json::VARCHAR, {suspect}, 'i')"
+        )
+        con = connect(ctx)
+        try:
+            reader = con.sql(query).to_arrow_reader(1024)
+            for batch in reader:
+                for record in batch.column(0).to_pylist():
+                    try:
+                        json.loads(record, parse_constant=_reject_constant)
+                    except ValueError as exc:
+                        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                        shown = record if len(record) <= 120 else record[:120] + "..."
+                        raise _json_error(f"{reason} in record {shown}", str(path), None, None, ctx.step_id) from None
+        except DataError:
+            raise
+        except Exception as exc:  # DuckDB could not split the records: the scan itself reports that
+            log.debug("strict JSON pre-check of %s skipped: %s", path, exc)
+        finally:
+            con.close()
+
     def _locate(self, path: Path, exc: DataError, ctx: StepContext) -> DataError:
         """DuckDB reports a byte offset inside a record; Python's parser gives line and column."""
-        if path.stat().st_size > 256 << 20:
+        if path.stat().st_size > PYTHON_PARSE_MAX_BYTES:
             exc.context.setdefault("step", ctx.step_id)
             return exc
         try:
@@ -394,6 +444,32 @@ class ParseJson(Transform):
             return located
         exc.context.setdefault("step", ctx.step_id)
         return exc
+
+
+# Above this size the fused parser does not fall back on Python's parser (which holds the whole
+# document in memory) to locate an error or to name the key whose values mix types.
+PYTHON_PARSE_MAX_BYTES = 256 << 20
+
+
+class _MixedTypes(Exception):
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+def _refuse_json_columns(rel: Any) -> None:
+    """DuckDB reads a key whose values mix types (`1` and `"1"`) as JSON text: not what parse_json does."""
+    for name, typ in zip(rel.columns, rel.types, strict=True):
+        if _holds_json(typ):
+            raise _MixedTypes(name)
+
+
+def _holds_json(typ: Any) -> bool:
+    if str(typ) == "JSON":
+        return True
+    if typ.id in ("struct", "list", "map", "array", "union"):
+        return any(_holds_json(child) for _, child in typ.children)
+    return False
 
 
 def _peek_shape(path: Path) -> str | None:

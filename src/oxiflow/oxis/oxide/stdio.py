@@ -9,6 +9,7 @@ import select
 import sys
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -40,6 +41,7 @@ class ReadStdinConfig(OxiConfig):
 )
 class ReadStdin(Source):
     config: ReadStdinConfig
+    metadata_keys: ClassVar[tuple[str, ...]] = ("path", "content_type", "size")
 
     def read(self, ctx: StepContext) -> OxiData:
         meta = {"path": "<stdin>", "content_type": "text/plain"}
@@ -103,6 +105,7 @@ class WriteStdoutConfig(OxiConfig):
 )
 class WriteStdout(Sink):
     config: WriteStdoutConfig
+    metadata_keys: ClassVar[tuple[str, ...]] = ()
 
     def write(self, data: OxiData, ctx: StepContext) -> None:
         cfg = self.config

@@ -203,7 +203,7 @@ class CastConfig(OxiConfig):
     kind="transform",
     config=CastConfig,
     summary="Convert columns to other types (DuckDB CAST); bad values fail, become null, or are rejected.",
-    example="- name: cast\n  config:\n    columns: {amount: DECIMAL(10,2), created_at: TIMESTAMP}\n    on_error: dlq",
+    example="- name: cast\n  config:\n    columns: {amount: 'DECIMAL(10,2)', created_at: TIMESTAMP}\n    on_error: dlq",
 )
 class Cast(_DuckBatch):
     config: CastConfig
@@ -223,7 +223,8 @@ class Cast(_DuckBatch):
                 raise step_error(ctx, f"{typ!r} (for column {col!r}) is not a type name")
         out = self.sql(_empty(schema), self._query("CAST"), ctx)
         fields = [
-            f.with_type(out.schema.field(f.name).type).with_nullable(f.nullable and self.mode == "fail")
+            # on_error: null turns values that do not convert into nulls: the column becomes nullable
+            f.with_type(out.schema.field(f.name).type).with_nullable(f.nullable or self.mode == "null")
             if f.name in cols
             else f
             for f in schema
