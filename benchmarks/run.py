@@ -145,6 +145,36 @@ def run_tool(case: str, tool: str, cmd: list[str], repeat: int, pipe: Path | Non
     return row
 
 
+def run_tools(case: str, tools: list[tuple[str, list[str], Path | None]], repeat: int) -> list[Row]:
+    """run_tool for several tools, interleaved (A B C A B C ...): the speed of a shared machine drifts
+    over a minute, and running each tool's repeats back to back would hand the drift to one of them."""
+    rows = [Row(case, tool) for tool, _, _ in tools]
+    live: list[tuple[Row, list[str]]] = []
+    for row, (_, cmd, pipe) in zip(rows, tools, strict=True):
+        why = available(pipe) if pipe is not None else None
+        if why:
+            row.note = why
+        else:
+            live.append((row, cmd))
+    peaks: dict[str, float] = {}
+    for _ in range(repeat):
+        for row, cmd in live:
+            if row.note:
+                continue  # failed in an earlier round
+            seconds, peak, err = run_once(cmd)
+            if err:
+                row.note, row.runs = "error: " + err[:200], []
+                continue
+            row.runs.append(seconds)
+            peaks[row.tool] = max(peaks.get(row.tool, 0.0), peak)
+    for row, _ in live:
+        if row.runs:
+            row.seconds, row.peak_mb = statistics.median(row.runs), peaks[row.tool]
+            print(f"  {case:<22} {row.tool:<10} {row.seconds:7.2f} s {row.peak_mb:7.0f} MB  runs "
+                  f"{[round(t, 2) for t in row.runs]}", flush=True)  # fmt: skip
+    return rows
+
+
 def rate(rows: list[Row], target_ratio: float, *, beat: tuple[str, ...] = (), max_mb: float | None = None) -> None:
     """Fill ratios vs DuckDB and the pass/fail of the oxiflow row of one case."""
     by_tool = {r.tool: r for r in rows}
@@ -176,13 +206,17 @@ def case_csv(files: dict[str, Path], repeat: int, *, rated: bool = True) -> list
         f"  - name: read_csv\n    config: {{path: '{files['csv']}'}}\n"
         f"  - name: write_parquet\n    config: {{path: '{OUT / 'oxiflow_csv.parquet'}', overwrite: true}}\n",
     )
-    rows = [
-        run_tool(case, "oxiflow", oxiflow_cmd("run", pipe), repeat, pipe),
-        run_tool(case, "duckdb", tool_cmd("duckdb_csv", files["csv"], OUT / "duckdb_csv.parquet"), repeat),
-        run_tool(case, "duckdb (capped)", tool_cmd("duckdb_csv_tuned", files["csv"], OUT / "duckdb_t.parquet"), repeat),
-        run_tool(case, "polars", tool_cmd("polars_csv", files["csv"], OUT / "polars_csv.parquet"), repeat),
-        run_tool(case, "pyarrow", tool_cmd("pyarrow_csv", files["csv"], OUT / "pyarrow_csv.parquet"), repeat),
-    ]
+    rows = run_tools(
+        case,
+        [
+            ("oxiflow", oxiflow_cmd("run", pipe), pipe),
+            ("duckdb", tool_cmd("duckdb_csv", files["csv"], OUT / "duckdb_csv.parquet"), None),
+            ("duckdb (capped)", tool_cmd("duckdb_csv_tuned", files["csv"], OUT / "duckdb_t.parquet"), None),
+            ("polars", tool_cmd("polars_csv", files["csv"], OUT / "polars_csv.parquet"), None),
+            ("pyarrow", tool_cmd("pyarrow_csv", files["csv"], OUT / "pyarrow_csv.parquet"), None),
+        ],
+        repeat,
+    )
     if rated:
         rate(rows, 1.2, beat=("polars", "pyarrow"), max_mb=1024)
     else:
@@ -199,11 +233,15 @@ def case_json(files: dict[str, Path], repeat: int) -> list[Row]:
         f"  - name: read_json\n    config: {{path: '{files['jsonl']}'}}\n"
         f"  - name: write_parquet\n    config: {{path: '{OUT / 'oxiflow_json.parquet'}', overwrite: true}}\n",
     )
-    rows = [
-        run_tool(case, "oxiflow", oxiflow_cmd("run", pipe), repeat, pipe),
-        run_tool(case, "duckdb", tool_cmd("duckdb_json", files["jsonl"], OUT / "duckdb_json.parquet"), repeat),
-        run_tool(case, "polars", tool_cmd("polars_json", files["jsonl"], OUT / "polars_json.parquet"), repeat),
-    ]
+    rows = run_tools(
+        case,
+        [
+            ("oxiflow", oxiflow_cmd("run", pipe), pipe),
+            ("duckdb", tool_cmd("duckdb_json", files["jsonl"], OUT / "duckdb_json.parquet"), None),
+            ("polars", tool_cmd("polars_json", files["jsonl"], OUT / "polars_json.parquet"), None),
+        ],
+        repeat,
+    )
     rate(rows, 1.2)
     return rows
 
@@ -220,10 +258,14 @@ def case_groupby(files: dict[str, Path], repeat: int) -> list[Row]:
     )
     for stale in (db, OUT / "duckdb_groupby.duckdb"):
         stale.unlink(missing_ok=True)
-    rows = [
-        run_tool(case, "oxiflow", oxiflow_cmd("run", pipe), repeat, pipe),
-        run_tool(case, "duckdb", tool_cmd("duckdb_groupby", files["parquet"], OUT / "duckdb_groupby.duckdb"), repeat),
-    ]
+    rows = run_tools(
+        case,
+        [
+            ("oxiflow", oxiflow_cmd("run", pipe), pipe),
+            ("duckdb", tool_cmd("duckdb_groupby", files["parquet"], OUT / "duckdb_groupby.duckdb"), None),
+        ],
+        repeat,
+    )
     rate(rows, 1.2)
     return rows
 

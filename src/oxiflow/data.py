@@ -10,14 +10,27 @@ consecutive chunks of the payload, so a large file never has to sit in memory at
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
+if TYPE_CHECKING:  # imported where used: a pushed-down run or `oxiflow validate` never needs Arrow
+    import pyarrow as pa
 
 Kind = Literal["arrow", "text", "binary"]
 
-TEXT_SCHEMA = pa.schema([pa.field("text", pa.large_string(), nullable=False)])
-BINARY_SCHEMA = pa.schema([pa.field("bytes", pa.large_binary(), nullable=False)])
+
+@cache
+def text_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field("text", pa.large_string(), nullable=False)])
+
+
+@cache
+def binary_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field("bytes", pa.large_binary(), nullable=False)])
 
 
 class OxiData:
@@ -50,17 +63,23 @@ class OxiData:
 
     @classmethod
     def from_text(cls, chunks: Iterable[str] | str, metadata: dict[str, Any] | None = None) -> OxiData:
+        import pyarrow as pa
+
         if isinstance(chunks, str):
             chunks = [chunks]
-        batches = (pa.record_batch([pa.array([chunk], pa.large_string())], schema=TEXT_SCHEMA) for chunk in chunks)
-        return cls(TEXT_SCHEMA, batches, metadata, kind="text")
+        schema = text_schema()
+        batches = (pa.record_batch([pa.array([chunk], pa.large_string())], schema=schema) for chunk in chunks)
+        return cls(schema, batches, metadata, kind="text")
 
     @classmethod
     def from_bytes(cls, chunks: Iterable[bytes] | bytes, metadata: dict[str, Any] | None = None) -> OxiData:
+        import pyarrow as pa
+
         if isinstance(chunks, bytes):
             chunks = [chunks]
-        batches = (pa.record_batch([pa.array([chunk], pa.large_binary())], schema=BINARY_SCHEMA) for chunk in chunks)
-        return cls(BINARY_SCHEMA, batches, metadata, kind="binary")
+        schema = binary_schema()
+        batches = (pa.record_batch([pa.array([chunk], pa.large_binary())], schema=schema) for chunk in chunks)
+        return cls(schema, batches, metadata, kind="binary")
 
     # -- consumption --------------------------------------------------------------------------
     def __iter__(self) -> Iterator[pa.RecordBatch]:
@@ -71,9 +90,13 @@ class OxiData:
 
     def to_reader(self) -> pa.RecordBatchReader:
         """An Arrow stream for engines that speak the C stream interface (DuckDB, pyarrow)."""
+        import pyarrow as pa
+
         return pa.RecordBatchReader.from_batches(self.schema, iter(self))
 
     def read_all(self) -> pa.Table:
+        import pyarrow as pa
+
         return pa.Table.from_batches(list(self), schema=self.schema)
 
     def iter_text(self) -> Iterator[str]:

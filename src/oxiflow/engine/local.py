@@ -30,9 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.config.substitute import resolve_step_references, step_references
 from oxiflow.contracts import dlq_masking
@@ -47,6 +45,9 @@ from oxiflow.oxi import Sink, Source, StepContext, Transform
 from oxiflow.plan.build import Plan, PlannedStep, validate_step_config
 from oxiflow.plan.pushdown import Pushdown
 from oxiflow.state.loads import LoadProtocol
+
+if TYPE_CHECKING:  # Arrow is imported where batches flow: a pushed-down run never needs it
+    import pyarrow as pa
 
 log = logging.getLogger("oxiflow.engine")
 
@@ -944,6 +945,8 @@ class LocalEngine:
                 inlet.drain()
             m.rows_rejected += max(0, m.rows_in - m.rows_out - ctx.rows_rejected - ctx.rows_filtered)
             if not run.outlet.opened:
+                import pyarrow as pa
+
                 run.outlet.open(pa.schema([]), "arrow", {})
             run.outlet.close()
             return

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import pyarrow as pa
 from pydantic import Field
 
 from oxiflow.data import OxiData
@@ -18,6 +17,9 @@ from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, OnError,
 from oxiflow.oxis.files.csvdialect import Dialect, check_dialect, field_index, file_lines, open_text
 from oxiflow.oxis.files.duckcopy import CopySink, copy_out
 from oxiflow.oxis.files.duckscan import csv_reason, stream_query, translate_scan_error
+
+if TYPE_CHECKING:  # a pushed-down read (one DuckDB COPY) never needs Arrow: imported where batches flow
+    import pyarrow as pa
 
 log = logging.getLogger("oxiflow.oxis.read_csv")
 
@@ -244,6 +246,8 @@ def _read_tail(
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """A tail's batch in the main scan's schema (by name; a column it lacks is null)."""
+    import pyarrow as pa
+
     if batch.schema.equals(schema):
         return batch
     cols = [
@@ -372,6 +376,8 @@ class WriteCsv(CopySink):
 
 
 def _is_numeric(typ: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return bool(pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ))
 
 

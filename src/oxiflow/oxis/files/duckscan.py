@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.data import OxiData
 from oxiflow.engine.duck import connect
 from oxiflow.errors import DataError
 from oxiflow.oxi import StepContext
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _LINE = re.compile(r"(?:CSV Error on Line|line|Line)[:\s]+(\d+)")
 _COLUMN = re.compile(r'column "?([^"\s]+)"?', re.IGNORECASE)
@@ -186,6 +187,8 @@ def translate_scan_error(exc: BaseException, files: list[str]) -> BaseException:
 
         return RunCancelled("query interrupted")
     # RuntimeError/OSError: DuckDB's Python bridge and Arrow export fail with these on corrupt input
+    import pyarrow as pa
+
     if isinstance(exc, duckdb.Error | pa.ArrowException | RuntimeError | OSError):
         return duckdb_data_error(exc, files)
     return exc

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from pydantic import Field
 
 from oxiflow.data import OxiData
 from oxiflow.engine.duck import connect, ident
 from oxiflow.errors import RunCancelled, StepError
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
+
+if TYPE_CHECKING:  # a pushed-down sql step never needs Arrow: imported where batches flow
+    import pyarrow as pa
 
 _CONSUMED = "already been consumed"
 
@@ -60,6 +62,8 @@ def check_columns(ctx: StepContext, names: list[str], schema: pa.Schema, role: s
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """Put ``schema`` (field metadata, nullability, exact types) back on a batch DuckDB produced."""
+    import pyarrow as pa
+
     if batch.schema.names != schema.names:
         return batch
     if batch.schema.types == schema.types:
