@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -9,6 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
+
+# oxiflow's caches (the plugin index) go to a folder of this test session, not the user's home;
+# subprocesses inherit it
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="oxiflow-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ name is looked up, so listing names or validating one pipeline stays fast.
 from __future__ import annotations
 
 import difflib
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from oxiflow.oxi import OxiSpec
+from oxiflow.plugin_index import PluginEntry, entry_points
 
 ENTRY_POINT_GROUP = "oxiflow.oxis"
 
@@ -36,11 +36,11 @@ class PluginLoadError(RuntimeError):
 class Registry:
     def __init__(self, *, load_entry_points: bool = True) -> None:
         self._specs: dict[str, OxiSpec] = {}
-        self._entry_points: dict[str, EntryPoint] | None = None if load_entry_points else {}
+        self._entry_points: dict[str, PluginEntry] | None = None if load_entry_points else {}
 
-    def _eps(self) -> dict[str, EntryPoint]:
+    def _eps(self) -> dict[str, PluginEntry]:
         if self._entry_points is None:
-            self._entry_points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+            self._entry_points = entry_points(ENTRY_POINT_GROUP)
         return self._entry_points
 
     def register(self, target: Any) -> OxiSpec:
@@ -69,8 +69,7 @@ class Registry:
         try:
             loaded = ep.load()
         except Exception as exc:
-            dist = getattr(ep, "dist", None)
-            origin = f" from package {dist.name!r}" if dist is not None else ""
+            origin = f" from package {ep.dist_name!r}" if ep.dist_name is not None else ""
             raise PluginLoadError(f"oxi {name!r}{origin} failed to load ({ep.value}): {exc}") from exc
         spec = loaded if isinstance(loaded, OxiSpec) else getattr(loaded, "spec", None)
         if not isinstance(spec, OxiSpec):
@@ -85,8 +84,7 @@ class Registry:
         ep = self._eps().get(name)
         if ep is None:
             return "registered in code"
-        dist = getattr(ep, "dist", None)
-        return dist.name if dist is not None else "unknown"
+        return ep.dist_name or "unknown"
 
 
 _default: Registry | None = None

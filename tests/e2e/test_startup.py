@@ -47,6 +47,38 @@ def test_validate_imports_no_duckdb(tmp_path: Path) -> None:
             config: {path: out.parquet}
         """,
     )
-    # pyarrow still loads here: validating read_csv imports its module, which imports oxiflow.data
-    # (pyarrow, ~40 ms). DuckDB, the larger cost, must not.
-    assert "duckdb" not in _heavy_modules(["validate", "small.yaml"], tmp_path)
+    assert _heavy_modules(["validate", "small.yaml"], tmp_path) == []
+
+
+def test_a_pushed_down_run_imports_no_pyarrow(tmp_path: Path) -> None:
+    """read_csv -> write_parquet and read_parquet -> sql -> write_duckdb run as one DuckDB statement:
+    no Arrow batch is ever made, so pyarrow (~30 ms of start-up) is not imported."""
+    (tmp_path / "in.csv").write_text("id,amount\n1,2.5\n2,4.0\n")
+    write(
+        tmp_path / "copy.yaml",
+        """
+        pipeline:
+          - name: read_csv
+            config: {path: in.csv}
+          - name: write_parquet
+            config: {path: out.parquet}
+        """,
+    )
+    write(
+        tmp_path / "warehouse.yaml",
+        """
+        pipeline:
+          - name: read_parquet
+            id: src
+            config: {path: out.parquet}
+          - name: sql
+            config: {query: "select sum(amount) as total from src"}
+          - name: write_duckdb
+            config: {database: w.duckdb, table: totals, write_disposition: replace}
+        """,
+    )
+    assert _heavy_modules(["run", "copy.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb"]
+    assert _heavy_modules(["run", "warehouse.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb"]
+    import duckdb
+
+    assert duckdb.connect(str(tmp_path / "w.duckdb")).sql("select total from totals").fetchall() == [(6.5,)]
