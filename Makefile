@@ -32,9 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(MAKE) -C benchmarks bench PYTHON=$(abspath $(BIN)/python)
 
-# Exactly-once under kill -9: every crash point of every sink and disposition, then 100 randomized trials (about 5 minutes; needs PostgreSQL).
+# Exactly-once under kill -9: every crash point of every sink and disposition, then 100 randomized trials
+# over every pair mixing hook-point and timed kills (about 5 minutes; needs PostgreSQL). -rP prints where the
+# timed kills landed; OXIFLOW_SOAK_SEED=N picks another sequence.
 soak: $(STAMP)
-	OXIFLOW_SOAK_TRIALS=100 $(BIN)/python -m pytest -q -p no:randomly -n 2 tests/e2e/test_incremental_crash.py
+	OXIFLOW_SOAK_TRIALS=100 $(BIN)/python -m pytest -q -rP -p no:randomly -n 2 tests/e2e/test_incremental_crash.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

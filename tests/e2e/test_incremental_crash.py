@@ -1,7 +1,16 @@
-"""Exactly-once under crashes: `oxiflow run` is killed with SIGKILL at chosen points of the load protocol
-(the test hook OXIFLOW_TEST_CRASH_AT, docs/incremental.md), then rerun; the target must then be exactly
-what the same runs without the crash give: the same rows, no key twice (scd2: one current version per
-key), the same content hash.
+"""Exactly-once under crashes: `oxiflow run` is killed with SIGKILL, then rerun; the target must then be
+exactly what the same runs without the crash give: the same rows, no key twice (scd2: one current version
+per key), the same content hash.
+
+Two kinds of kill:
+
+- *hook points*: the test hook OXIFLOW_TEST_CRASH_AT makes the process kill itself at a chosen point of the
+  load protocol (docs/incremental.md), so every protocol state is reached on purpose;
+- *timed kills*: the run is started and its process group gets SIGKILL after a delay drawn by the trial's
+  seeded RNG from [0, 1.1 * D], D the duration of a clean run of the same pipeline. They land anywhere:
+  during start-up, while the source is read, in the middle of a COPY, of a dataset's renames or of a
+  COMMIT, in the state store's commit, after the end. Where one landed is read afterwards from the state
+  store and the sink's marker (Setup.phase_after_kill); it is reported, never asserted per kill.
 
 Every (sink, disposition) pair in DISPOSITION_SINKS is covered: the source (an incremental SQLite table)
 gets new keys, late rows, updates of existing keys and deletes between loads, and the expected target is
@@ -9,9 +18,11 @@ computed here from snapshots of the source at each successful load (no oxiflow c
 rolls a load forward or back wrongly shows as a missing row, a duplicate or a wrong version.
 
 `make test` runs the sink-specific crash points (SINK_POINTS) for every pair, every point for the first
-sink of each disposition, and 5 randomized trials. With OXIFLOW_SOAK_TRIALS set (`make soak`: 100) every
-point runs for every pair and the randomized loop runs that many trials (OXIFLOW_SOAK_SEED picks another
-sequence).
+sink of each disposition, and the randomized loop on FAST_PAIRS (PostgreSQL, DuckDB and Parquet; append,
+merge and scd2), each trial with at least one timed kill. With OXIFLOW_SOAK_TRIALS set (`make soak`: 100)
+every point runs for every pair and the randomized loop runs that many trials over every pair, mixing
+hook-point and timed kills, and checks that the timed kills landed in several phases (OXIFLOW_SOAK_SEED
+picks another sequence).
 """
 
 from __future__ import annotations
@@ -21,10 +32,13 @@ import hashlib
 import json
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +91,35 @@ SINK_POINTS = {"before_sink_commit", "after_publish", "after_sink_commit"}
 # xfail(strict=True) in the point matrix (so a fix turns it into a visible XPASS) and is left out of
 # the randomized loop. None at the moment.
 KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
+
+# Where a timed kill landed, as the state store and the sink tell after it (Setup.phase_after_kill), in
+# protocol order. The source's cursor is staged when its stream ends, which the sink reaches inside its
+# load (the end of its COPY), so both STREAMING and SINK_COMMIT are during the sink's load. A load that
+# reads no new row stages no cursor: its whole sink load counts as STREAMING.
+STARTUP = "start-up"  # no load begun: interpreter start, imports, plan, lock, settling an earlier load
+STREAMING = "streaming"  # the load began, the source's stream has not ended: rows read, the sink's COPY
+SINK_COMMIT = "sink commit"  # cursor staged, no marker yet: the sink's statements, its COMMIT, renames
+SINK_COMMITTED = "sink committed"  # the sink's marker is there; the state store's load still pending
+STATE_COMMITTED = "state committed"  # the load committed in the state store; the process was shutting down
+FINISHED = "finished"  # the run exited 0 before the signal (a clean load, not a kill)
+PHASES = (STARTUP, STREAMING, SINK_COMMIT, SINK_COMMITTED, STATE_COMMITTED, FINISHED)
+# What the soak's timed kills must all have hit, so that they cannot silently degrade into killing at
+# start-up only (each group: at least one kill in one of its phases). In 100 trials (about 230 timed
+# kills) each group gets 8% of them or more.
+REQUIRED_PHASES = ((STARTUP,), (STREAMING,), (SINK_COMMIT,), (SINK_COMMITTED, STATE_COMMITTED))
+SOAK_MIN_TRIALS = 50  # the phase check needs this many trials (a few trials may well miss a phase)
+
+# The randomized loop of `make test`: each sink family and each disposition twice, a few seconds each.
+FAST_PAIRS = (
+    ("postgres", "append"),
+    ("duckdb", "merge"),
+    ("parquet", "scd2"),
+    ("postgres", "scd2"),
+    ("duckdb", "append"),
+    ("parquet_partitioned", "merge"),
+)
+TIMED_SHARE = 0.6  # the share of timed kills among a trial's kills after its first (which is always timed)
+KILL_WINDOW = 1.1  # a timed kill's delay is drawn from [0, KILL_WINDOW * D]
 
 DATA_COLUMNS = ("id", "updated_at", "v", "deleted_at", "grp")
 SCD2_COLUMNS = ("_valid_from", "_valid_to", "_is_current")
@@ -216,6 +259,27 @@ def sink_config(sink: str, disposition: str, table: str, load_time: str) -> dict
     return cfg
 
 
+# -- kills ------------------------------------------------------------------------------------------------------
+@dataclass
+class Kill:
+    """One killed (or, for a timed kill, possibly finished) run, as the failure messages tell it."""
+
+    outcome: str  # killed | finished
+    point: str | None = None  # a hook point's name
+    delay: float = 0.0  # a timed kill: the drawn delay, the clean run's duration D, when the signal went
+    duration: float = 0.0
+    at: float = 0.0
+    phase: str | None = None
+
+    def __str__(self) -> str:
+        if self.point is not None:
+            return f"hook {self.point}: {self.outcome}"
+        return (
+            f"timed kill at {self.delay:.3f}s (D {self.duration:.3f}s, sent at {self.at:.3f}s): "
+            f"{self.outcome} in {self.phase}"
+        )
+
+
 # -- one pipeline and its target ------------------------------------------------------------------------------
 class Setup:
     """A folder with the source, a pipeline `source -> sink` with one disposition, and its state store."""
@@ -225,6 +289,10 @@ class Setup:
         self.sink = sink
         self.disposition = disposition
         self.table = f"crash_{os.getpid()}_{random.randrange(10**9)}"
+        # the pipeline is named after its table: SQL sinks keep one marker per (pipeline, step) in the
+        # database's `_oxi_loads` and prune the others, so two tests loading PostgreSQL at once under one
+        # pipeline name would delete each other's markers
+        self.name = self.table
         self.source = Source(folder / "src.db")
         self.state = folder / "state.db"
         self.pipeline = folder / "p.yaml"
@@ -250,7 +318,7 @@ class Setup:
             },
         ]
         # JSON is YAML
-        self.pipeline.write_text(json.dumps({"metadata": {"name": "crash"}, "pipeline": steps}), encoding="utf-8")
+        self.pipeline.write_text(json.dumps({"metadata": {"name": self.name}, "pipeline": steps}), encoding="utf-8")
 
     # the runs
     def run_clean(self) -> None:
@@ -258,19 +326,138 @@ class Setup:
         with open_store(str(self.state)) as store:
             result = run_plan(load_pipeline(self.pipeline), RunOptions(state=store))
         assert result.status == "ok", result.error
-        self.loads.append((self.load_time(), self.source.snapshot()))
-        self.write_pipeline()
+        self.record_load()
 
-    def run_crashing(self, point: str) -> None:
+    def run_clean_timed(self) -> float:
+        """A successful load in a process of its own, as the timed kills run it; its duration in seconds."""
+        started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "oxiflow.cli.main", "run", str(self.pipeline), "-q"],
+            self.command(), cwd=self.folder, env=self.env(), capture_output=True, text=True, timeout=120
+        )
+        took = time.monotonic() - started
+        assert proc.returncode == 0, f"the clean run failed: {proc.returncode} {proc.stderr}"
+        self.record_load()
+        return took
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "oxiflow.cli.main", "run", str(self.pipeline), "-q"]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "OXIFLOW_TEST_CRASH_AT"}
+        return {**env, "OXIFLOW_STATE_URL": str(self.state), **extra}
+
+    def run_crashing(self, point: str) -> Kill:
+        proc = subprocess.run(
+            self.command(),
             cwd=self.folder,
-            env={**os.environ, "OXIFLOW_TEST_CRASH_AT": point, "OXIFLOW_STATE_URL": str(self.state)},
+            env=self.env(OXIFLOW_TEST_CRASH_AT=point),
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert proc.returncode == -9, f"the run was not killed at {point}: {proc.returncode} {proc.stderr}"
+        return Kill(point=point, outcome="killed")
+
+    def run_timed(self, delay: float, duration: float) -> Kill:
+        """Start the run and SIGKILL its process group after ``delay`` seconds (unless it ended first). A run
+        that ended first is a successful load, recorded as such; a killed one is reported with the phase it
+        was killed in. Nothing here waits for a phase: where the kill lands is up to the clock."""
+        before = self._load_ids()
+        log = self.folder / "timed-run.log"
+        with log.open("w", encoding="utf-8") as out:
+            proc = subprocess.Popen(
+                self.command(),
+                cwd=self.folder,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the kill reaches any child it starts
+            )
+            started = time.monotonic()
+            try:
+                code = proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                # the group leader is not reaped yet, so its pid still names this group
+                os.killpg(proc.pid, signal.SIGKILL)
+                code = proc.wait(timeout=120)
+            at = time.monotonic() - started
+        kill = Kill(delay=delay, duration=duration, at=at, outcome="killed" if code == -signal.SIGKILL else "finished")
+        if code == 0:
+            kill.phase = FINISHED
+            self.record_load()
+        elif code == -signal.SIGKILL:
+            kill.phase = self.phase_after_kill(before)
+        else:
+            text = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise AssertionError(f"{kill}: the run failed with exit code {code}: {text}")
+        return kill
+
+    def record_load(self) -> None:
+        """A load that succeeded (outside run_clean): the source as it is now is what it loaded."""
+        self.loads.append((self.load_time(), self.source.snapshot()))
+        self.write_pipeline()
+
+    # where a killed run was
+    def _load_ids(self) -> set[str]:
+        if not self.state.exists():  # not created before the first run: that run may be killed creating it
+            return set()
+        with open_store(str(self.state)) as store:
+            return {load.load_id for load in store.loads(self.name)}
+
+    def phase_after_kill(self, before: set[str]) -> str:
+        """How far the killed run got, from what it left: its load in the state store (none, pending with or
+        without a staged cursor, committed) and the sink's marker of that load. Reads only."""
+        if not self.state.exists():
+            return STARTUP
+        with open_store(str(self.state)) as store:
+            new = [load for load in store.loads(self.name) if load.load_id not in before]
+            if not new:
+                return STARTUP
+            (load,) = new
+            if load.status == "committed":
+                return STATE_COMMITTED
+            staged = any(c.key == "staged" and c.load_id == load.load_id for c in store.cursors(self.name))
+        if self.sink_marked(load.load_id):
+            return SINK_COMMITTED
+        return SINK_COMMIT if staged else STREAMING
+
+    def sink_marked(self, load_id: str) -> bool:
+        """Whether the sink's marker of ``load_id`` is there (its rows committed / its files published)."""
+        sql = "SELECT count(*) FROM _oxi_loads WHERE load_id = ?"
+        if self.sink == "postgres":
+            with psycopg.connect(PG_URL) as pg:
+                row = pg.execute("SELECT to_regclass('_oxi_loads')").fetchone()
+                if not row or row[0] is None:
+                    return False
+                row = pg.execute(sql.replace("?", "%s"), (load_id,)).fetchone()
+                return bool(row and row[0])
+        if self.sink == "sqlite":
+            path = self.folder / "dst.db"
+            if not path.exists():
+                return False
+            con = sqlite3.connect(path)
+            try:
+                return bool(con.execute(sql, (load_id,)).fetchone()[0])
+            except sqlite3.OperationalError:  # no marker table yet
+                return False
+            finally:
+                con.close()
+        if self.sink == "duckdb":
+            import duckdb
+
+            path = self.folder / "dst.duckdb"
+            if not path.exists():
+                return False
+            dcon = duckdb.connect(str(path), read_only=True)
+            try:
+                fetched = dcon.execute(sql, [load_id]).fetchone()
+                return bool(fetched and fetched[0])
+            except duckdb.CatalogException:
+                return False
+            finally:
+                dcon.close()
+        return (self.folder / "out" / ".oxiflow-loads" / f".dataset.{load_id}").is_file()
 
     # the target
     def target(self) -> tuple[list[str], list[Row]]:
@@ -327,12 +514,12 @@ class Setup:
         assert got == expected, _difference(got, expected)
         assert _digest(got) == _digest(expected)
         with open_store(str(self.state)) as store:
-            assert not store.pending_loads("crash")
-            allowed = {load.load_id for load in store.loads("crash", status="committed")}
+            assert not store.pending_loads(self.name)
+            allowed = {load.load_id for load in store.loads(self.name, status="committed")}
             if self.sink == "parquet_partitioned" and self.disposition == "scd2":
                 # documented (docs/dispositions.md, crash safety): a killed partition-by-partition scd2 swap
                 # is rolled back and reapplied, and the versions it had opened stay, with its load id
-                allowed |= {load.load_id for load in store.loads("crash", status="rolled_back")}
+                allowed |= {load.load_id for load in store.loads(self.name, status="rolled_back")}
         if stored:
             # every row, in every sink (Parquet datasets too), names the load that wrote it, and that load
             # committed: a row of a rolled-back (killed) load left behind would name a load not allowed here
@@ -414,27 +601,113 @@ def test_kill_at_each_point_then_rerun(tmp_path: Path, sink: str, disposition: s
         s.drop()
 
 
+def test_kill_while_postgres_commit_is_in_flight(tmp_path: Path) -> None:
+    """Regression: a run killed after its client sent COMMIT, while the server is still committing. The server
+    finishes the commit (marker and rows) after the client is gone; recovery used to look for the marker
+    before that, find none, roll the load back and load its rows a second time. Now the marker lookup waits
+    for the transaction (an advisory lock it holds until it ends). Here the commit is held open on purpose
+    by a deferred trigger on the marker that sleeps 2 s (as a synchronous standby or a slow disk would)."""
+    rng = random.Random("commit-in-flight")
+    s = Setup(tmp_path, "postgres", "append")
+    trigger = f"slow_commit_{s.table}"
+    try:
+        s.source.insert(rng, 20)
+        s.run_clean()  # creates the target and the marker table
+        s.source.insert(rng, 10)
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            pg.execute(
+                "CREATE OR REPLACE FUNCTION oxiflow_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
+            )
+            pg.execute(
+                f'CREATE CONSTRAINT TRIGGER "{trigger}" AFTER INSERT ON _oxi_loads DEFERRABLE INITIALLY DEFERRED '
+                f"FOR EACH ROW WHEN (NEW.pipeline = '{s.name}') EXECUTE FUNCTION oxiflow_test_slow_commit()"
+            )
+            proc = subprocess.Popen(
+                s.command(), cwd=s.folder, env=s.env(), stdout=subprocess.DEVNULL, start_new_session=True
+            )
+            committing = None
+            deadline = time.monotonic() + 60
+            while committing is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+                row = pg.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ILIKE 'commit%'"
+                ).fetchone()
+                committing = row[0] if row else None
+            assert committing is not None, "the run never reached its COMMIT"
+            os.killpg(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+            s.run_clean()  # settles the killed load while its COMMIT is still running on the server
+            while pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (committing,)).fetchone():
+                time.sleep(0.05)  # the killed run's session ends once its commit is done
+        s.check()
+        with open_store(str(s.state)) as store:
+            assert len(store.loads(s.name, status="committed")) == 3  # the first, the killed one, the rerun
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            pg.execute(f'DROP TRIGGER IF EXISTS "{trigger}" ON _oxi_loads')
+        s.drop()
+
+
+def trial_pairs(trials: int, seed: int) -> list[tuple[str, str]]:
+    """The (sink, disposition) of each trial: FAST_PAIRS for `make test`, else every supported pair in turn
+    (a seeded order, repeated), so that 100 trials cover each pair six or seven times."""
+    if not os.environ.get("OXIFLOW_SOAK_TRIALS"):
+        return [FAST_PAIRS[t % len(FAST_PAIRS)] for t in range(trials)]
+    order = supported_pairs()
+    random.Random(seed).shuffle(order)
+    return [order[t % len(order)] for t in range(trials)]
+
+
+def clean_duration(folder: Path, sink: str, disposition: str) -> float:
+    """D: the duration of one clean `oxiflow run` of the pair's pipeline (a first load of 20 rows, in a folder
+    of its own, so that a trial's own first load can be killed too)."""
+    folder.mkdir()
+    s = Setup(folder, sink, disposition)
+    try:
+        s.source.insert(random.Random(0), 20)
+        return s.run_clean_timed()
+    finally:
+        s.drop()
+
+
 def test_randomized_crash_loop(tmp_path: Path) -> None:
-    """Random pairs, edits and crash points; a load may be killed several times before it succeeds. Between
-    a kill and the rerun the source may change too, where the expected target does not depend on whether
-    the killed load committed: any edit for merge, new keys for append, none for scd2 (its versions carry
-    the load time)."""
-    trials = int(os.environ.get("OXIFLOW_SOAK_TRIALS", "5"))
+    """Random edits and kills, each kill a hook point or a timed kill (the first kill of a trial is timed); a
+    load may be killed several times before it succeeds (a kill of the recovery of a kill). Between a kill
+    and the rerun the source may change too, where the expected target does not depend on whether the
+    killed load committed: any edit for merge, new keys for append, none for scd2 (its versions carry the
+    load time). The draws (pairs, edits, points, delays as a share of D) depend on the seed only; where a
+    timed kill lands depends on the clock, and no assertion does, except the soak's check that the timed
+    kills as a whole reached REQUIRED_PHASES."""
+    soak = bool(os.environ.get("OXIFLOW_SOAK_TRIALS"))
+    trials = int(os.environ.get("OXIFLOW_SOAK_TRIALS") or len(FAST_PAIRS))
     seed = int(os.environ.get("OXIFLOW_SOAK_SEED", "7"))
-    pairs = supported_pairs()
-    for trial in range(trials):
+    durations: dict[tuple[str, str], float] = {}  # D per pair: a clean run, then the last finished timed run
+    phases: Counter[str] = Counter()
+    hooks: Counter[str] = Counter()
+    for trial, (sink, disposition) in enumerate(trial_pairs(trials, seed)):
         rng = random.Random(seed * 1000 + trial)
-        sink, disposition = rng.choice(pairs)
         points = [p for p in crash_points(sink, disposition) if (sink, disposition, p) not in KNOWN_BUGS]
+        if (sink, disposition) not in durations:
+            durations[sink, disposition] = clean_duration(tmp_path / f"d-{sink}-{disposition}", sink, disposition)
         folder = tmp_path / f"t{trial}"
         folder.mkdir()
         s = Setup(folder, sink, disposition)
+        kills: list[Kill] = []
         try:
-            for _ in range(rng.randrange(1, 5)):
+            for load in range(rng.randrange(1, 5)):
                 s.source.change(rng)
-                while rng.random() < 0.5:
-                    point = rng.choice(points)
-                    s.run_crashing(point)
+                while (load == 0 and not kills) or rng.random() < 0.5:
+                    if not kills or rng.random() < TIMED_SHARE:
+                        d = durations[sink, disposition]
+                        kill = s.run_timed(rng.uniform(0, KILL_WINDOW * d), d)
+                        if kill.outcome == "finished":
+                            durations[sink, disposition] = kill.at
+                        phases[kill.phase or "?"] += 1
+                    else:
+                        kill = s.run_crashing(rng.choice(points))
+                        hooks[kill.point or "?"] += 1
+                    kills.append(kill)
                     if disposition == "merge" and rng.random() < 0.5:
                         s.source.change(rng)
                     elif disposition == "append" and rng.random() < 0.5:
@@ -442,9 +715,17 @@ def test_randomized_crash_loop(tmp_path: Path) -> None:
                 s.run_clean()
             s.check()
         except AssertionError as exc:
-            raise AssertionError(f"trial {trial} (seed {seed}, {sink} {disposition}): {exc}") from exc
+            told = "; ".join(f"load {n}: {k}" for n, k in enumerate(kills)) or "none"
+            raise AssertionError(f"trial {trial} (seed {seed}, {sink} {disposition}; kills: {told}): {exc}") from exc
         finally:
             s.drop()
+    timed = sum(phases.values())
+    summary = ", ".join(f"{phase} {phases[phase]}" for phase in PHASES if phases[phase])
+    hooked = f"{sum(hooks.values())} hook kills {dict(hooks)}"
+    print(f"{trials} trials (seed {seed}); {timed} timed kills: {summary}; {hooked}")
+    if soak and trials >= SOAK_MIN_TRIALS:
+        for group in REQUIRED_PHASES:
+            assert any(phases[p] for p in group), f"no timed kill landed in {' or '.join(group)}: {summary}"
 
 
 def test_disposition_support_is_current() -> None:

@@ -139,3 +139,48 @@ def test_errors_name_the_server_and_suggest(my: Any, table: str, tmp_path: Path)
     with pytest.raises(DataError, match="check the user and password") as err:
         read_all(ReadMysql(ReadMysqlConfig(url=MYSQL_URL, password="wrong-pw-123", table=table)), ctx(tmp_path))
     assert "wrong-pw-123" not in str(err.value)
+
+
+def test_load_committed_waits_for_a_commit_in_flight(my: Any, table: str, tmp_path: Path) -> None:
+    """A killed run's COMMIT may still be running on the server: recovery's marker lookup waits for the
+    session holding the marker's user lock (as the sink takes it) instead of answering "not committed"."""
+    import threading
+
+    from oxiflow.oxis.databases.sqlsink import marker_lock_name
+
+    sink = WriteMysql(WriteMysqlConfig(url=MYSQL_URL, table=table))
+    first = ctx(tmp_path, load_id=unique("load"))
+    write(sink, pa.table({"id": [1]}), first)  # creates the target and _oxi_loads
+    assert rows(my, f"SELECT IS_USED_LOCK('{marker_lock_name(first.load_id or '')}')") == [(None,)]  # released
+    assert sink.load_committed(first.load_id or "", first) is True
+
+    load_id = unique("load")
+    url = parse_url(MYSQL_URL, "mysql")
+    holder = pymysql.connect(host=url.host, port=url.port, user=url.user, database=url.database)
+    try:
+        # the "killed run": its marker written, its transaction not yet committed, the lock held as the sink does
+        assert rows(holder, f"SELECT GET_LOCK('{marker_lock_name(load_id)}', 5)") == [(1,)]
+        holder.begin()
+        rows(
+            holder,
+            "INSERT INTO _oxi_loads (load_id, pipeline, step, committed_at) "
+            f"VALUES ('{load_id}', 'p', 'step', '2026-01-01T00:00:00Z')",
+        )
+        answer: list[bool | None] = []
+        asking = threading.Thread(target=lambda: answer.append(sink.load_committed(load_id, ctx(tmp_path))))
+        asking.start()
+        waiting = 0
+        while not waiting and asking.is_alive():  # until the lookup is blocked on the lock
+            waiting = rows(
+                my,
+                "SELECT count(*) FROM information_schema.processlist "
+                f"WHERE info LIKE 'SELECT GET_LOCK(%{marker_lock_name(load_id)}%{365 * 24 * 3600})'",
+            )[0][0]
+        assert waiting and not answer, "the lookup answered before the transaction ended"
+        holder.commit()
+        rows(holder, f"SELECT RELEASE_LOCK('{marker_lock_name(load_id)}')")
+        asking.join(timeout=60)
+        assert answer == [True]
+    finally:
+        holder.close()
+        rows(my, f"DELETE FROM _oxi_loads WHERE load_id IN ('{load_id}', '{first.load_id}')")

@@ -15,6 +15,7 @@ fails the step. Measured against ``executemany`` in docs/databases.md.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from oxiflow.errors import DataError, RunCancelled
 from oxiflow.oxi import OxiConfig, Source, StepContext, oxi
 from oxiflow.oxis.databases.connection import DbUrl, parse_url
 from oxiflow.oxis.databases.dispositions import LOAD_ORDER_COLUMN, DispositionConfig
-from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, missing_table_error
+from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, marker_lock_name, missing_table_error
 from oxiflow.oxis.databases.sqlsource import (
     SqlSourceConfig,
     incremental_query,
@@ -37,6 +38,8 @@ from oxiflow.oxis.databases.sqltypes import qualified, quote_ident, split_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger("oxiflow.loads")
 
 
 class MysqlConnectionConfig(OxiConfig):
@@ -320,6 +323,7 @@ class _MysqlBackend(Backend):
         self.label = url.masked()
         self._kill = _killer(url, con)
         self._duck: Any = None
+        self._marker_lock: str | None = None
 
     def execute(self, sql: str) -> None:
         with self.con.cursor() as cur:
@@ -345,6 +349,35 @@ class _MysqlBackend(Backend):
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         return self._rows(sql, ())
+
+    # GET_LOCK's timeout in seconds: a year stands for "no timeout" (MariaDB returns NULL for MySQL's -1)
+    LOCK_WAIT_SECONDS = 365 * 24 * 3600
+
+    # A user lock is the session's, not the transaction's: taken before the marker, released after COMMIT or
+    # ROLLBACK; a killed client's session keeps it until the server has finished its COMMIT and ends it.
+    def lock_marker(self, load_id: str) -> None:
+        self._marker_lock = marker_lock_name(load_id)
+        self._rows("SELECT GET_LOCK(%s, %s)", (self._marker_lock, self.LOCK_WAIT_SECONDS))
+
+    def wait_for_marker(self, load_id: str) -> None:
+        name = marker_lock_name(load_id)
+        got = self._rows("SELECT GET_LOCK(%s, 0)", (name,))
+        if not (got and got[0][0] == 1):
+            log.warning(
+                "load %s: a transaction that wrote its marker in %s is still committing; waiting for it to end",
+                load_id,
+                self.label,
+            )
+            self._rows("SELECT GET_LOCK(%s, %s)", (name, self.LOCK_WAIT_SECONDS))
+        self._rows("SELECT RELEASE_LOCK(%s)", (name,))
+
+    def _release_marker_lock(self) -> None:
+        name, self._marker_lock = self._marker_lock, None
+        if name is not None:
+            try:
+                self._rows("SELECT RELEASE_LOCK(%s)", (name,))
+            except Exception:  # a session gone (killed query) has released it already
+                pass
 
     def columns(self, schema: str | None, table: str) -> dict[str, str] | None:
         rows = self._rows(
@@ -423,9 +456,11 @@ class _MysqlBackend(Backend):
 
     def commit(self) -> None:
         self.con.commit()
+        self._release_marker_lock()
 
     def rollback(self) -> None:
         self.con.rollback()
+        self._release_marker_lock()
 
     def cancel(self) -> None:
         self._kill()

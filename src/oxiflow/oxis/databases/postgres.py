@@ -12,6 +12,7 @@ digits), unconstrained ``numeric`` stays exact as a string; ``json``/``jsonb`` a
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from oxiflow.errors import ConfigError, DataError, RunCancelled
 from oxiflow.oxi import OxiConfig, Source, StepContext, oxi
 from oxiflow.oxis.databases.connection import DbUrl, parse_url
 from oxiflow.oxis.databases.dispositions import DispositionConfig
-from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, missing_table_error, to_json_strings
+from oxiflow.oxis.databases.sqlsink import Backend, ServerSink, marker_lock_key, missing_table_error, to_json_strings
 from oxiflow.oxis.databases.sqlsource import (
     SqlSourceConfig,
     incremental_query,
@@ -33,6 +34,8 @@ from oxiflow.oxis.databases.sqltypes import qualified, quote_ident, split_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger("oxiflow.loads")
 
 
 class PostgresConnectionConfig(OxiConfig):
@@ -325,6 +328,22 @@ class _PgBackend(Backend):
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         self.cur.execute(sql)
         return list(self.cur.fetchall())
+
+    def lock_marker(self, load_id: str) -> None:
+        # held until the transaction ends: the server may commit it after its client was killed
+        self.fetch(f"SELECT pg_advisory_xact_lock({marker_lock_key(load_id)})")
+
+    def wait_for_marker(self, load_id: str) -> None:
+        # on the autocommit connection of load_committed: the shared lock is released as soon as it is had
+        key = marker_lock_key(load_id)
+        got = self.fetch(f"SELECT pg_try_advisory_xact_lock_shared({key})")
+        if not (got and got[0][0]):
+            log.warning(
+                "load %s: a transaction that wrote its marker in %s is still committing; waiting for it to end",
+                load_id,
+                self.label,
+            )
+            self.fetch(f"SELECT pg_advisory_xact_lock_shared({key})")
 
     def columns(self, schema: str | None, table: str) -> dict[str, str] | None:
         rows = self._rows(

@@ -162,6 +162,17 @@ class Backend(ABC):
         """Rows of a SELECT (the load protocol's marker lookups)."""
         raise NotImplementedError
 
+    def lock_marker(self, load_id: str) -> None:
+        """Inside the load's transaction, before its marker is written: take a lock that the transaction
+        holds until it ends, so that :meth:`wait_for_marker` can wait for its COMMIT. A server can go on
+        committing after its client was killed (the COMMIT was sent); a database inside the process (SQLite)
+        commits or dies with it and needs nothing here."""
+        return None
+
+    def wait_for_marker(self, load_id: str) -> None:
+        """Return once no transaction that took :meth:`lock_marker` for ``load_id`` is still in flight."""
+        return None
+
     def drop(self, schema: str | None, table: str) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.q(schema, table)}")
 
@@ -327,7 +338,9 @@ def write_table(
         rows = disp.apply(db, data, ctx, schema, name)
         if ctx.load_id is not None:
             # the load's marker commits with its rows: recovery asks load_committed() whether it is there
+            # (after waiting for this transaction, should its COMMIT still be on its way when it asks)
             text = DIALECTS[db.dialect].literal
+            db.lock_marker(ctx.load_id)
             db.execute(
                 f"INSERT INTO {db.q(schema, LOADS_TABLE)} (load_id, pipeline, step, committed_at) VALUES "
                 f"({text(ctx.load_id)}, {text(ctx.pipeline)}, {text(ctx.step_id)}, {text(_now())})"
@@ -472,8 +485,13 @@ def _without(data: OxiData, names: set[str]) -> OxiData:
 
 
 def load_committed(db: Backend, table: str, load_id: str, step: str) -> bool:
-    """Whether the load's marker row is in the target's database (so its rows are committed)."""
+    """Whether the load's marker row is in the target's database (so its rows are committed). A killed run's
+    COMMIT may still be in flight on the server (sent just before the kill): its marker is not visible yet,
+    but it will be, so the answer waits for that transaction to end (:meth:`Backend.wait_for_marker`), or a
+    rerun would load the rows again beside them. Its first load creates `_oxi_loads` in that transaction
+    too, hence the wait before the table is looked for."""
     schema, _ = split_table(table)
+    db.wait_for_marker(load_id)
     if db.columns(schema, LOADS_TABLE) is None:
         return False
     text = DIALECTS[db.dialect].literal
@@ -481,6 +499,20 @@ def load_committed(db: Backend, table: str, load_id: str, step: str) -> bool:
         f"SELECT count(*) FROM {db.q(schema, LOADS_TABLE)} WHERE load_id = {text(load_id)} AND step = {text(step)}"
     )
     return bool(rows and int(rows[0][0]))  # type: ignore[call-overload]
+
+
+def marker_lock_key(load_id: str) -> int:
+    """A signed 64-bit key (a PostgreSQL advisory lock's) for the load ``load_id``'s marker."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"oxiflow-load-marker:{load_id}".encode()).digest()[:8], "big", signed=True)
+
+
+def marker_lock_name(load_id: str) -> str:
+    """A MySQL/MariaDB user lock's name (at most 64 characters) for the load ``load_id``'s marker."""
+    import hashlib
+
+    return "oxiflow-load-marker-" + hashlib.sha256(load_id.encode()).hexdigest()[:40]
 
 
 def _now() -> str:
