@@ -62,6 +62,34 @@ def generate(rows: int, *, force: bool = False) -> dict[str, Path]:
     return out
 
 
+# 1% of the rows break one rule each, chosen by a hash of order_id (so every run picks the same rows): a
+# negative amount, an unknown status, a lower-case currency (enum and pattern), a repeated order_id.
+DIRTY = """
+SELECT * REPLACE (
+    CASE WHEN hash(order_id, 11) % 400 = 0 THEN -1.0 ELSE amount END AS amount,
+    CASE WHEN hash(order_id, 11) % 400 = 1 THEN 'lost' ELSE status END AS status,
+    CASE WHEN hash(order_id, 11) % 400 = 2 THEN lower(currency) ELSE currency END AS currency,
+    CASE WHEN hash(order_id, 11) % 400 = 3 AND order_id > 0 THEN order_id - 1 ELSE order_id END AS order_id)
+FROM read_parquet('{clean}')
+"""
+
+
+def dirty(clean: Path) -> Path:
+    """``orders_N_dirty.parquet``: the clean Parquet file with 1% of its rows invalid (validate's fallback case).
+    Kept when it is newer than the clean file."""
+    path = clean.with_name(clean.stem + "_dirty.parquet")
+    if path.exists() and path.stat().st_mtime >= clean.stat().st_mtime:
+        return path
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".parquet.tmp")
+    con = duckdb.connect()
+    con.execute(f"COPY ({DIRTY.format(clean=clean)}) TO '{tmp}' {FORMATS['parquet']}")
+    con.close()
+    tmp.replace(path)
+    print(f"wrote {path.name}: {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="row count (repeatable)")

@@ -450,6 +450,12 @@ KEY_LAYOUTS = {
     "increasing": "rn AS k",
     "increasing, then earlier keys again": "CASE WHEN rn >= 4200 THEN rn - 4000 ELSE rn END AS k",
     "increasing with neighbours equal": "rn // 2 AS k",
+    # repeats of the key just before (within a batch of 700 and across its start), late keys from batches
+    # before, some taken and some not (every 7th key never comes in order), and timestamps as keys
+    "mostly increasing, repeats and late keys": "CASE WHEN rn % 97 = 5 OR rn % 700 = 0 THEN rn - 1 "
+    "WHEN rn % 1013 = 9 THEN (rn - 650) // 7 * 7 WHEN rn % 7 = 0 THEN NULL ELSE rn END AS k",
+    "timestamps, repeats and late keys": "TIMESTAMP '2024-01-01' + to_microseconds(CASE WHEN rn % 89 = 3 THEN rn - 1 "
+    "WHEN rn % 997 = 11 THEN rn - 900 ELSE rn END) AS k",
     "descending": "5000 - rn AS k",
     "wrapping, with NULLs": "CASE WHEN rn % 61 = 0 THEN NULL ELSE (rn * 7) % 3100 END AS k",
     "text": "printf('k%05d', (rn * 13) % 2900) AS k",

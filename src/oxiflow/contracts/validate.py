@@ -19,9 +19,12 @@ rows than ``max_invalid_ratio``) fails the step, so no sink downstream commits.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from oxiflow.config.model import SchemaContractModel, SchemaMode
 from oxiflow.data import OxiData
-from oxiflow.errors import ConfigError, DataError
+from oxiflow.errors import ConfigError, DataError, RunCancelled
 from oxiflow.oxi import OxiConfig, StepContext, Transform, oxi
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from oxiflow.contracts.checks import Check
     from oxiflow.contracts.enforce import Conformer, SchemaPlan
     from oxiflow.contracts.model import Contract, Dataset
+    from oxiflow.plan.pushdown import PushdownInput
 
 log = logging.getLogger("oxiflow.validate")
 
@@ -244,6 +248,11 @@ class RowRule:
     # (strings are converted on the way in), several times faster; None: DuckDB evaluates it
     arrow: Callable[[_Columns], pa.Array] | None = None
     encodes: bool = False  # its arrow test dictionary-encodes its column: run it before those that reuse it
+    # for the fast path's one pass over the source (``_Validation.in_place``), as checks.evaluate measures it:
+    kind: str = ""  # required | range | enum | pattern | sql | unique
+    single_column: bool = False  # the predicate reads ``columns[0]`` alone (measurable per distinct value)
+    proof: str | None = None  # an aggregate that, when TRUE, proves no row fails (min/max/null counts)
+    check: Check | None = None  # a contract's rule: its compiled check, with the hints contract test uses
 
 
 @dataclass
@@ -284,22 +293,28 @@ def _inline_rule(i: int, r: RuleConfig) -> RowRule:
     if kind == "not_null":
         rule = RowRule(name, cols, r.severity, "must not be null", predicate=f"{col} IS NOT NULL")
         rule.arrow = lambda v: v.column(cols[0]).is_valid()
+        rule.kind, rule.single_column, rule.proof = "required", True, f"count({col}) = count(*)"
         return rule
     if kind == "range":
         assert r.range is not None
-        conds, words = [], []
+        conds, words, proofs = [], [], []
         if r.range.min is not None:
             conds.append(f"{col} >= {literal(r.range.min)}")
             words.append(f">= {r.range.min}")
+            proofs.append(f"coalesce(min({col}) >= {literal(r.range.min)}, true)")
         if r.range.max is not None:
             conds.append(f"{col} <= {literal(r.range.max)}")
             words.append(f"<= {r.range.max}")
+            proofs.append(f"coalesce(max({col}) <= {literal(r.range.max)}, true)")
         if not conds:
             raise ConfigError(f"validate: range rule {name!r} needs a min or a max")
         rule = RowRule(
             name, cols, r.severity, "must be " + " and ".join(words), f"{col} IS NULL OR ({' AND '.join(conds)})"
         )
         rule.arrow = _arrow_range(cols[0], r.range.min, r.range.max)
+        # min and max within the bounds: no row outside them (a string column's statistics may be cut short:
+        # the fast path proves only numbers and times this way, see _Validation._as_check)
+        rule.kind, rule.single_column, rule.proof = "range", True, " AND ".join(proofs)
         return rule
     if kind == "enum":
         values = [v for v in r.enum or [] if v is not None]
@@ -308,6 +323,7 @@ def _inline_rule(i: int, r: RuleConfig) -> RowRule:
         pred = f"{col} IS NULL OR {target} IN ({', '.join(literal(v) for v in values)})"
         rule = RowRule(name, cols, r.severity, f"must be one of {values}", pred)
         rule.arrow = _arrow_enum(cols[0], values, text)
+        rule.kind, rule.single_column = "enum", True
         return rule
     if kind == "pattern":
         assert r.pattern is not None
@@ -315,11 +331,12 @@ def _inline_rule(i: int, r: RuleConfig) -> RowRule:
         rule = RowRule(name, cols, r.severity, f"must match {r.pattern!r}", pred)
         rule.arrow = _arrow_pattern(cols[0], r.pattern)
         rule.encodes = True
+        rule.kind, rule.single_column = "pattern", True
         return rule
     if kind == "unique":
-        return RowRule(name, cols, r.severity, "must be unique (another row has this key)", unique=True)
+        return RowRule(name, cols, r.severity, "must be unique (another row has this key)", unique=True, kind="unique")
     assert r.sql is not None
-    return RowRule(name, _columns_in(r.sql), r.severity, f"must satisfy {r.sql.strip()}", f"({r.sql})")
+    return RowRule(name, _columns_in(r.sql), r.severity, f"must satisfy {r.sql.strip()}", f"({r.sql})", kind="sql")
 
 
 def _null_passes(col: pa.Array, cond: pa.Array) -> pa.Array:
@@ -328,9 +345,9 @@ def _null_passes(col: pa.Array, cond: pa.Array) -> pa.Array:
     return pc.fill_null(pc.or_kleene(pc.is_null(col), cond), True)
 
 
+# (pyarrow.compute, ~0.1 s to import, is imported where a batch is tested: the fast path never loads it)
 def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[_Columns], pa.Array]:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     @functools.lru_cache(maxsize=8)
     def bound(value: Any, typ: pa.DataType) -> pa.Scalar:
@@ -342,6 +359,8 @@ def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[_Columns], pa.Array
             return pa.scalar(value)  # 0.5 against integers, 1e12 against int32: compared as a wider type
 
     def check(v: _Columns) -> pa.Array:
+        import pyarrow.compute as pc
+
         col = v.column(column)
         conds = []
         if lo is not None:
@@ -356,11 +375,12 @@ def _arrow_range(column: str, lo: Any, hi: Any) -> Callable[[_Columns], pa.Array
 
 def _arrow_enum(column: str, values: list[Any], text: bool) -> Callable[[_Columns], pa.Array]:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     value_set = pa.array(values)
 
     def check(v: _Columns) -> pa.Array:
+        import pyarrow.compute as pc
+
         col = v.column(column)
         if text and not _is_text(col.type):
             raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
@@ -372,9 +392,9 @@ def _arrow_enum(column: str, values: list[Any], text: bool) -> Callable[[_Column
 
 
 def _arrow_pattern(column: str, pattern: str) -> Callable[[_Columns], pa.Array]:
-    import pyarrow.compute as pc
-
     def check(v: _Columns) -> pa.Array:
+        import pyarrow.compute as pc
+
         col = v.column(column)
         if not _is_text(col.type):
             raise TypeError("not a string column: DuckDB's CAST AS VARCHAR decides")
@@ -431,15 +451,15 @@ def _contract_rules(ds: Dataset, checks: list[Check], schema: pa.Schema) -> tupl
         column = ds.field(c.field).column if c.field and ds.field(c.field) else None  # type: ignore[union-attr]
         demand = c.requirement or c.name  # "must be >= 0": the reason reads `amount = -5 must be >= 0`
         if c.predicate is not None:
-            rules.append(RowRule(c.id, [column] if column else [], severity, demand, predicate=c.predicate))
+            rules.append(RowRule(c.id, [column] if column else [], severity, demand, predicate=c.predicate, check=c))
         elif c.kind == "unique" and column:
-            rules.append(RowRule(c.id, [column], severity, demand, unique=True))
+            rules.append(RowRule(c.id, [column], severity, demand, unique=True, kind="unique"))
         elif c.kind == "primary_key":
             keys = [
                 f.column
                 for f in sorted((f for f in ds.fields if f.primary_key), key=lambda f: f.primary_key_position or 0)
             ]
-            rules.append(RowRule(c.id, keys, severity, demand, unique=True))
+            rules.append(RowRule(c.id, keys, severity, demand, unique=True, kind="unique"))
         else:
             rest.append(c)
     return [r for r in rules if all(col in schema.names for col in r.columns)], rest
@@ -485,7 +505,7 @@ class _SeenKeys:
         has_key = _no_nulls(keys)
         candidates = ok if has_key is None else pc.and_(ok, has_key)
         before = self.largest
-        firsts = candidates if self._increasing(keys, candidates) else self._lookup(keys, candidates)
+        firsts = self._firsts(keys, candidates, before)
         new = keys if pc.all(firsts).as_py() else keys.filter(firsts)
         self._remember(new)
         passes = firsts if has_key is None else pc.or_(firsts, pc.invert(has_key))
@@ -512,18 +532,49 @@ class _SeenKeys:
             return False  # NaN compares false: it never takes the fast path
         return self.largest is None or bool(pc.greater(col[0], self.largest).as_py())
 
-    def _lookup(self, keys: pa.RecordBatch, candidates: pa.Array) -> pa.Array:
-        """First occurrences in the batch of candidate keys not seen before (DuckDB anti-join)."""
+    def _firsts(self, keys: pa.RecordBatch, candidates: pa.Array, before: pa.Scalar | None) -> pa.Array:
+        """TRUE at the first occurrence in the batch of each candidate key not seen before."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._increasing(keys, candidates):
+            return candidates
+        col = keys.column(0)
+        if not self.orderable or pa.types.is_floating(col.type):  # (NaN and -0.0: DuckDB's equality decides)
+            return self._lookup(keys, candidates)
+        # Mostly increasing keys with a few repeats or late keys: those above every key seen need only the
+        # batch's own first occurrences (an Arrow hash aggregate); the others a lookup among the seen keys
+        # between their min and max, which the seen keys' zone maps keep short when keys mostly increase.
+        above = candidates
+        if before is not None:
+            above = pc.and_(candidates, pc.fill_null(pc.greater(col, before), False))
+        index = _row_index(keys.num_rows)
+        fresh = pa.table({"k": col.filter(above), "i": index.filter(above)})
+        first = fresh.group_by("k", use_threads=False).aggregate([("i", "min")]).column("i_min")
+        firsts = pc.is_in(index, value_set=first.combine_chunks().cast(index.type))
+        below = pc.and_(candidates, pc.invert(above))
+        if pc.any(below).as_py():
+            firsts = pc.or_(firsts, self._lookup(keys, below, bounded=True))
+        return firsts
+
+    def _lookup(self, keys: pa.RecordBatch, candidates: pa.Array, *, bounded: bool = False) -> pa.Array:
+        """First occurrences in the batch of candidate keys not seen before (DuckDB anti-join); ``bounded``
+        (an orderable single-column key): against the seen keys within the candidates' min and max only."""
         import pyarrow.compute as pc
 
         self._flush()
         index = _row_index(keys.num_rows)
         frame = _with(keys, oxiflow_i=index, oxiflow_c=candidates)
         names = ", ".join(f"f.{_ident(c)}" for c in self.columns)
+        seen = self.table
+        if bounded:  # the bounds computed by DuckDB, in its own types (no round trip through Python values)
+            key = _ident(self.columns[0])
+            lo, hi = (f"(SELECT {f}({key}) FROM oxiflow_validate_keys WHERE oxiflow_c)" for f in ("min", "max"))
+            seen = f"(SELECT {key} FROM {self.table} WHERE {key} BETWEEN {lo} AND {hi})"
         self.con.register("oxiflow_validate_keys", frame)
         try:
             firsts = self.con.sql(
-                f"SELECT min(f.oxiflow_i) FROM oxiflow_validate_keys f ANTI JOIN {self.table} s ON {self._match()} "
+                f"SELECT min(f.oxiflow_i) FROM oxiflow_validate_keys f ANTI JOIN {seen} s ON {self._match()} "
                 f"WHERE f.oxiflow_c GROUP BY {names}"
             ).to_arrow_table()
         finally:
@@ -612,9 +663,17 @@ class Validate(Transform):
     config: ValidateConfig
 
     def transform(self, inputs: list[OxiData], ctx: StepContext) -> OxiData:
+        loaded, plan, dataset = self._prepare(inputs[0].schema, ctx)
+        return enforce(self.config, inputs, ctx, loaded=loaded, plan=plan, dataset=dataset)
+
+    def _prepare(
+        self, schema: pa.Schema, ctx: StepContext
+    ) -> tuple[tuple[Contract, Dataset] | None, SchemaPlan | None, str]:
+        """The contract and dataset (None without a contract), the schema-contract plan for data of this schema
+        (None without modes), the dataset's name."""
         cfg = self.config
         if cfg.contract is None:
-            return enforce(cfg, inputs, ctx)
+            return None, None, ""
         from oxiflow.contracts import load_contract
         from oxiflow.contracts.enforce import plan_schema, resolve_modes
         from oxiflow.contracts.enforcement import contract_settings, contract_shape
@@ -624,8 +683,8 @@ class Validate(Transform):
         modes = cfg.schema_contract or contract_settings(contract, ds).schema_contract
         plan = None
         if modes is not None:  # the data's shape against the contract's schema (no registry here)
-            base, shape = contract_shape(ds, inputs[0].schema)
-            plan = plan_schema(base, inputs[0].schema, resolve_modes(modes), shape)
+            base, shape = contract_shape(ds, schema)
+            plan = plan_schema(base, schema, resolve_modes(modes), shape)
             report = plan.report()
             ctx.metadata["schema_drift"] = report
             for item in report:
@@ -637,7 +696,78 @@ class Validate(Transform):
                     step=ctx.step_id,
                     hint="fix the data or the contract, or choose another schema_contract mode",
                 )
-        return enforce(cfg, inputs, ctx, loaded=(contract, ds), plan=plan, dataset=ds.name)
+        return (contract, ds), plan, ds.name
+
+    # -- the fast path: checked in place, then pushed down (plan/pushdown.py) ------------------------------
+    def pushdown_ready(self) -> bool:
+        return True  # decided at run time, by pushdown_check
+
+    def pushdown_check(self, source: PushdownInput, ctx: StepContext) -> int:
+        """Before a pushed-down write: measure every rule and check in one aggregate pass over the source
+        (``_Validation.in_place``). When no row fails and every check passes, the step reports what streaming
+        would have reported and its rows go on as they are (``pushdown_sql``); else StreamInstead, before
+        anything is written. Errors (an unknown column, a broken SQL rule) stream too: the streaming path
+        reports them as it always has. Returns the input's row count."""
+        import duckdb
+
+        from oxiflow.engine.duck import connect
+        from oxiflow.plan.pushdown import StreamInstead
+
+        if not source.narrow_scans:  # a CSV would be parsed twice: the pass would cost a second read
+            raise StreamInstead(f"validate {ctx.step_id}: its input is not columnar")
+        with _held_logs() as held:
+            con = connect(ctx)
+            try:
+                schema = con.sql(f"SELECT * FROM ({source.sql}) LIMIT 0").to_arrow_table().schema
+                loaded, plan, _ = self._prepare(schema, ctx)
+                if plan is not None and not (
+                    plan.passthrough and plan.unchecked is None and plan.target.equals(schema, check_metadata=True)
+                ):
+                    raise StreamInstead(f"validate {ctx.step_id}: schema_contract conforms the rows' schema")
+                inputs = [OxiData(schema, iter(()))]
+                rows = _Validation(self.config, inputs, ctx, loaded=loaded, con=con, probe=False).in_place(source)
+            except (StreamInstead, RunCancelled):
+                raise
+            except Exception as exc:
+                if ctx.cancel.is_set() or isinstance(exc, duckdb.InterruptException) or "INTERRUPT Error" in str(exc):
+                    raise RunCancelled("query interrupted", step=ctx.step_id) from None
+                text = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise StreamInstead(f"validate {ctx.step_id}: {text}") from exc
+            finally:
+                con.close()
+        for record in held:  # what compiling the rules logged (unsupported contract parts, drift, skipped checks)
+            log.handle(record)
+        log.info("validate %s: every rule and check passed in one pass over the input: written as read", ctx.step_id)
+        self._checked = True
+        return rows
+
+    def pushdown_sql(self, input_view: str, ctx: StepContext) -> tuple[str, list[tuple[str, str]]]:
+        from oxiflow.engine.duck import ident
+        from oxiflow.plan.pushdown import StreamInstead
+
+        if not getattr(self, "_checked", False):  # never write rows whose rules were not measured
+            raise StreamInstead(f"validate {ctx.step_id}: its rules were not checked first")
+        return f"SELECT * FROM {ident(input_view)}", []
+
+
+@contextlib.contextmanager
+def _held_logs() -> Iterator[list[logging.LogRecord]]:
+    """This thread's records of the ``oxiflow.validate`` logger, held back: the fast path's pass compiles the
+    rules as streaming would, and when it declines, streaming logs the same lines itself."""
+    held: list[logging.LogRecord] = []
+    me = threading.get_ident()
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.thread != me:
+            return True
+        held.append(record)
+        return False
+
+    log.addFilter(hold)
+    try:
+        yield held
+    finally:
+        log.removeFilter(hold)
 
 
 def enforce(
@@ -690,6 +820,8 @@ class _Validation:
         *,
         loaded: tuple[Contract, Dataset] | None = None,
         upstream: Conformer | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+        probe: bool = True,
     ) -> None:
         from oxiflow.contracts.dlq_masking import pii_columns, protect
         from oxiflow.engine.duck import connect
@@ -704,14 +836,16 @@ class _Validation:
         self.refs = dict(zip(ctx.input_ids[1:], inputs[1:], strict=False))
         self.stats = _Stats()
         self.outcomes: list[Outcome] = []
-        self.con = connect(ctx)
+        self.con = connect(ctx) if con is None else con  # given: the caller closes it
+        self.probe = probe  # try the rules on an empty batch (not for the fast path, which measures them in SQL)
         self.ds: Dataset | None = None
         self.contract_checks: list[Check] = []
         self.rules: list[RowRule] = []
         try:
             self._compile()
         except BaseException:
-            self.con.close()
+            if con is None:
+                self.con.close()
             raise
         # every DLQ record is masked by the DLQ itself (contracts/dlq_masking.py): this step's policy
         self.masking = protect(
@@ -783,9 +917,11 @@ class _Validation:
             _SeenKeys(self.con, "seen_dataset", cfg.unique.columns, types) if cfg.unique is not None else None
         )
         self.dup_keys = 0
+        self.wide: set[str] = set()  # string columns with too many distinct values to encode
+        if not self.probe:
+            return
         # checked now, not after the whole stream: a typo in an expression fails before any row moves
         probe = __import__("pyarrow").RecordBatch.from_pylist([], schema=self.schema)
-        self.wide: set[str] = set()  # string columns with too many distinct values to encode
         for r in self.rules:
             if r.arrow is not None:
                 try:
@@ -991,8 +1127,133 @@ class _Validation:
         finally:
             self.con.close()
 
+    # -- the fast path: the same figures from one pass over the source, in place ---------------------
+    def in_place(self, source: PushdownInput) -> int:
+        """Measure every rule, the figures of the dataset checks and of the history, in one aggregate pass over
+        the source (``checks.evaluate``, with the columnar shortcuts of ``oxi contract test``), then conclude as
+        at the end of a stream. Raises StreamInstead unless no row fails any rule (whatever its severity) and
+        every check passes: only then are the figures exactly those streaming would have measured, since every
+        row passes and dataset checks measure the passing rows. Nothing is recorded before that is known."""
+        import pyarrow as pa
+
+        from oxiflow.contracts.checks import Check, evaluate
+        from oxiflow.contracts.model import Dataset
+        from oxiflow.plan.pushdown import StreamInstead
+
+        con, cfg, s = self.con, self.cfg, self.stats
+        step = self.ctx.step_id
+        nested = [f.name for f in self.schema if pa.types.is_nested(f.type) and _holds_floats(f.type)]
+        if nested:  # see below: a NaN in them could not be ruled out
+            raise StreamInstead(f"validate {step}: column {nested[0]} holds nested floating-point values")
+        con.execute(f"CREATE TEMP VIEW oxiflow_input AS {source.sql}")
+        types = self._duck_types()
+        rules: list[tuple[RowRule, Check]] = []
+        for i, r in enumerate(self.rules):
+            check = self._as_check(i, r, types)
+            if check is None:
+                raise StreamInstead(f"validate {step}: rule {r.name} has no SQL form")
+            rules.append((r, check))
+        # The figures _measure takes from the stream, for the history and null_rate: null counts (count(col) is
+        # count(*) from the footers when they say there are none) and sums. A floating-point column's sum is
+        # taken anyway: it is NaN when the column holds a NaN, and then the pass cannot stand in for streaming
+        # (Arrow, the streaming range test, fails NaN against any bound where DuckDB calls it the largest value,
+        # and DuckDB's scan of a Parquet file whose statistics leave NaN out, as pyarrow writes them, folds
+        # predicates as if there were none). fsum: correctly rounded, where DuckDB's parallel sum of doubles
+        # varies in the last digits from run to run.
+        figures: list[Check] = []
+        counted = self._table() is not None or cfg.null_rate is not None
+        for f in self.schema:
+            col = _ident(f.name)
+            if counted:
+                figures.append(Check(f"oxiflow.count:{f.name}", "", f.name, "figure", "n", aggregate=f"count({col})"))
+            if pa.types.is_floating(f.type) or (counted and _numeric(f.type)):
+                adding = f"fsum({col})" if pa.types.is_floating(f.type) else f"sum({col})"
+                figures.append(Check(f"oxiflow.sum:{f.name}", "", f.name, "figure", "sum", aggregate=adding))
+        if cfg.unique is not None:
+            key = _key_sql(cfg.unique.columns)
+            figures.append(Check("oxiflow.unique", "", None, "figure", "duplicates",
+                                 aggregate=f"count({key}) - count(DISTINCT {key})", key=key))  # fmt: skip
+        ds = self.ds or Dataset("data")
+        found = evaluate(
+            con, "oxiflow_input", ds, [c for _, c in rules] + figures,
+            narrow_scans=source.narrow_scans, metadata_stats=source.metadata_stats,
+        )  # fmt: skip
+        measured = {r.check.id: r.measured for r in found.results}
+        for f in self.schema:
+            sum_ = measured.get(f"oxiflow.sum:{f.name}")
+            if isinstance(sum_, float) and math.isnan(sum_):
+                raise StreamInstead(f"validate {step}: column {f.name} holds NaN (or both infinities)")
+        for r, c in rules:
+            if measured[c.id]:
+                raise StreamInstead(f"validate {step}: {measured[c.id]} row(s) fail {r.name}")
+        s.rows_in = s.rows_out = found.rows
+        if found.rows and counted:
+            for f in self.schema:
+                present = int(measured[f"oxiflow.count:{f.name}"])
+                s.nulls[f.name] = found.rows - present
+                if _numeric(f.type):
+                    s.counts[f.name] = present
+                    total = measured[f"oxiflow.sum:{f.name}"]
+                    if total is not None:
+                        s.sums[f.name] = float(total)
+        if cfg.unique is not None:
+            self.dup_keys = int(measured["oxiflow.unique"])
+        if cfg.freshness is not None and found.rows:
+            # through Arrow, as the stream's batches: the same Python value (dates, zones, units)
+            newest = con.sql(f"SELECT max({_ident(cfg.freshness.column)}) FROM oxiflow_input").to_arrow_table()
+            s.newest = newest.column(0)[0].as_py()
+        # the dataset checks that need the rows (references, sql, the contract's aggregates) read them in place
+        con.execute("CREATE TEMP VIEW oxiflow_validated AS SELECT * FROM oxiflow_input")
+        self._data_created = True
+        self._conclude()
+        off = next((o for o in self.outcomes if o.status not in ("passed", "skipped")), None)
+        if off is not None:
+            raise StreamInstead(f"validate {step}: check {off.name} {off.status}: {off.reason}")
+        self._record_stats()
+        return found.rows
+
+    def _as_check(self, i: int, r: RowRule, types: dict[str, str]) -> Check | None:
+        """The rule as ``checks.evaluate`` measures it: the number of rows failing it (all rows pass the other
+        rules here, so a unique key fails on its repeats: non-NULL keys, as the streaming rule counts them).
+        None when it has no SQL form."""
+        import dataclasses
+
+        import pyarrow as pa
+
+        from oxiflow.contracts.checks import Check
+
+        cid = f"oxiflow.rule[{i}]"
+        if r.unique:
+            key = _key_sql(r.columns)
+            return Check(cid, "", None, "unique", r.name, aggregate=f"count({key}) - count(DISTINCT {key})", key=key)
+        if r.predicate is None:
+            return None
+        if r.check is not None:  # a contract's: compiled for this schema, with contract test's hints
+            return dataclasses.replace(r.check, id=cid)
+        col = r.columns[0] if r.single_column and r.columns else None
+        typ = self.schema.field(col).type if col is not None else None
+        text = col if col is not None and types.get(col) == "VARCHAR" else None
+        # min/max proofs for numbers and times only (string statistics may be truncated)
+        provable = typ is not None and (pa.types.is_integer(typ) or pa.types.is_floating(typ)
+                                        or pa.types.is_decimal(typ) or pa.types.is_temporal(typ))  # fmt: skip
+        proof = r.proof if text is None and (r.kind == "required" or provable) else None
+        return Check(cid, "", col, r.kind or "sql", r.name, predicate=r.predicate, text_column=text, proof=proof)
+
     # -- at the end of the stream --------------------------------------------------------------------
     def _finish(self) -> None:
+        failed = self._conclude()
+        if failed:
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more check(s) failed)" if len(failed) > 1 else ""
+            raise QualityError(
+                f"quality check {first.name} failed: {first.reason}{more}; nothing downstream is committed",
+                step=self.ctx.step_id,
+                hint="see the step's metadata `validate.checks`; invalid rows are in the DLQ (`oxiflow dlq list`)",
+            )
+        self._record_stats()
+
+    def _conclude(self) -> list[Outcome]:
+        """Every check's outcome from the figures in ``self.stats``, into the step's metadata; the failed ones."""
         s, ctx = self.stats, self.ctx
         if self.upstream is not None and self.upstream.rows_rejected:
             # rows the schema-contract modes rejected before the rules saw them are invalid input rows too
@@ -1028,15 +1289,7 @@ class _Validation:
             "warnings": s.warnings,
             "checks": [o.to_dict() for o in self.outcomes],
         }
-        if failed:
-            first = failed[0]
-            more = f" (and {len(failed) - 1} more check(s) failed)" if len(failed) > 1 else ""
-            raise QualityError(
-                f"quality check {first.name} failed: {first.reason}{more}; nothing downstream is committed",
-                step=ctx.step_id,
-                hint="see the step's metadata `validate.checks`; invalid rows are in the DLQ (`oxiflow dlq list`)",
-            )
-        self._record_stats()
+        return failed
 
     def _add(self, name: str, kind: str, severity: str, ok: bool, measured: Any, reason: str) -> None:
         status = "passed" if ok else ("warning" if severity == "warn" else "failed")
@@ -1237,6 +1490,23 @@ class _Validation:
             log.warning("validate %s: could not record statistics for anomaly checks: %s", self.ctx.step_id, exc)
 
 
+def _key_sql(columns: list[str]) -> str:
+    """A unique key as the streaming rule keeps it: the column, or the tuple when no part of it is NULL (a NULL
+    anywhere in a key passes), so ``count(key) - count(DISTINCT key)`` counts the rows it rejects as repeats."""
+    if len(columns) == 1:
+        return _ident(columns[0])
+    cols = [_ident(c) for c in columns]
+    return f"CASE WHEN {' AND '.join(f'{c} IS NOT NULL' for c in cols)} THEN row({', '.join(cols)}) END"
+
+
+def _holds_floats(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_floating(t):
+        return True
+    return any(_holds_floats(t.field(i).type) for i in range(t.num_fields)) if pa.types.is_nested(t) else False
+
+
 def _all_true(ok: pa.Array, arrays: list[pa.Array]) -> pa.Array:
     import pyarrow.compute as pc
 
@@ -1258,8 +1528,6 @@ def _ident(name: str) -> str:
 
 
 def _round(z: float) -> float | str:
-    import math
-
     return str(z) if math.isinf(z) else round(z, 3)
 
 

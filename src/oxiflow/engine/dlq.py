@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("oxiflow.dlq")
 
 FLUSH_ROWS = 1000  # table rows buffered before a write to the store
+# one encoder for every record (json.dumps with options builds a new one per call); values JSON cannot
+# hold (dates, decimals) are written as their str()
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 class DeadLetterQueue:
@@ -84,7 +87,13 @@ class DeadLetterQueue:
             "masked": masked or [],
             "time": now.isoformat(timespec="milliseconds"),
         }
-        text = json.dumps(record, default=str, ensure_ascii=False)
+        # raw, values and masked are encoded once, for the file's line and the table's row alike
+        encoded = {k: _JSON.encode(record[k]) for k in ("raw", "values", "masked")}
+        head = _JSON.encode({k: v for k, v in record.items() if k not in encoded and k != "time"})
+        text = (
+            f'{head[:-1]}, "raw": {encoded["raw"]}, "values": {encoded["values"]}, "masked": {encoded["masked"]}, '
+            f'"time": {_JSON.encode(record["time"])}}}'
+        )
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,12 +101,14 @@ class DeadLetterQueue:
             self._fh.write(text + "\n")
             self.count += 1
             if self.store is not None and self.store_error is None:
-                self._buffer(record, now, schema)
+                self._buffer(record, encoded, now, schema)
                 if len(self._pending) >= FLUSH_ROWS:
                     self._flush()
         return record_id
 
-    def _buffer(self, record: dict[str, Any], now: datetime, schema: pa.Schema | None) -> None:
+    def _buffer(
+        self, record: dict[str, Any], encoded: dict[str, str], now: datetime, schema: pa.Schema | None
+    ) -> None:
         from oxiflow.state.store import now_iso
 
         fp = None
@@ -126,10 +137,10 @@ class DeadLetterQueue:
                 "file": record["file"],
                 "line": record["line"],
                 "column_name": None if record["column"] is None else str(record["column"]),
-                "raw": json.dumps(record["raw"], default=str, ensure_ascii=False),
-                "vals": None if record["values"] is None else json.dumps(record["values"], default=str),
+                "raw": encoded["raw"],
+                "vals": None if record["values"] is None else encoded["values"],
                 "schema_fp": fp,
-                "masked": json.dumps(record["masked"]),
+                "masked": encoded["masked"],
                 "created_at": now_iso(now),
             }
         )

@@ -43,7 +43,7 @@ from oxiflow.errors import ConfigError, OxiflowError, RunCancelled, StepError, S
 from oxiflow.incremental import CursorSlice, IncrementalCursor, crash_point, incremental_of
 from oxiflow.oxi import Sink, Source, StepContext, Transform
 from oxiflow.plan.build import Plan, PlannedStep, validate_step_config
-from oxiflow.plan.pushdown import Pushdown
+from oxiflow.plan.pushdown import Pushdown, PushdownInput, StreamInstead
 from oxiflow.state.loads import LoadProtocol
 
 if TYPE_CHECKING:  # Arrow is imported where batches flow: a pushed-down run never needs it
@@ -427,21 +427,25 @@ class LocalEngine:
             if p.id in self.pushdowns or p.id in self.folded:
                 run.metrics.pushdown = True
                 continue  # the chain runs in the sink's thread: no queues inside it
-            for ref in p.inputs:
-                producer = self.runs[self._producer_of(ref)]
-                ch = (
-                    _SpillChannel(self.settings.queue_size, self.cancel, self._spill_dir())
-                    if p.id in diamonds
-                    else _Channel(self.settings.queue_size, self.cancel)
-                )
-                producer.outlet.channels.append(ch)
-
-                def consumed(run: _StepRun = run) -> None:
-                    run.consumed = True
-
-                run.inlets.append(_Inlet(ch, ref, run.metrics, consumed))
+            self._connect(run, spill=p.id in diamonds)
             if p.model.continue_on_error and p.spec.kind == "transform" and run.inlets:
                 run.inlets[0].replay = _Replay(self._spill_dir() / f"replay-{p.index}.arrows")
+
+    def _connect(self, run: _StepRun, *, spill: bool = False) -> None:
+        """An inlet for each of the step's inputs, fed by a new channel of its producer's outlet."""
+        for ref in run.planned.inputs:
+            producer = self.runs[self._producer_of(ref)]
+            ch = (
+                _SpillChannel(self.settings.queue_size, self.cancel, self._spill_dir())
+                if spill
+                else _Channel(self.settings.queue_size, self.cancel)
+            )
+            producer.outlet.channels.append(ch)
+
+            def consumed(run: _StepRun = run) -> None:
+                run.consumed = True
+
+            run.inlets.append(_Inlet(ch, ref, run.metrics, consumed))
 
     # -- running ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -812,10 +816,11 @@ class LocalEngine:
                 data = self._incremental(data, ctx, ctx.cursor)
         elif isinstance(oxi, Transform):
             data = oxi.transform(inputs, ctx)
-        elif isinstance(oxi, Sink) and p.id in self.pushdowns:
-            self._attempt_pushdown(run, ctx, oxi, self.pushdowns[p.id])
+        elif isinstance(oxi, Sink) and p.id in self.pushdowns and self._attempt_pushdown(run, ctx, oxi, p.id):
             data = None
         elif isinstance(oxi, Sink):
+            if len(inputs) < len(run.inlets):  # wired just now: the chain declined its pushdown (_unfold)
+                inputs = [inlet.data() for inlet in run.inlets]
             # the schema registry's gate (contracts/gate.py): may stop here, before anything is written
             gate = schema_gate.check(p, config, inputs[0], ctx, self.options.state)
             gate.write(oxi, ctx)  # oxi.write(gate.data), re-raising the gate's own errors as they are
@@ -857,15 +862,18 @@ class LocalEngine:
         run.outlet.close()
 
     # -- a pushed-down chain ------------------------------------------------------------------------
-    def _attempt_pushdown(self, run: _StepRun, ctx: StepContext, sink: Sink, pd: Pushdown) -> None:
+    def _attempt_pushdown(self, run: _StepRun, ctx: StepContext, sink: Sink, sink_id: str) -> bool:
         """Run source -> [transform] -> sink as one statement in the sink's DuckDB connection;
-        every step of the chain still reports its own rows, metadata and errors."""
+        every step of the chain still reports its own rows, metadata and errors. False when the
+        transform declined before anything was written (StreamInstead): the chain streams instead."""
+        pd = self.pushdowns[sink_id]
         members = [self.runs[s.id] for s in pd.members]
         for r in members:
             r.started = time.perf_counter()
             r.metrics = StepMetrics(r.planned.id, r.planned.spec.name, r.planned.spec.kind, r.planned.spec.reshapes)
             r.metrics.status, r.metrics.attempts, r.metrics.pushdown = "running", run.metrics.attempts, True
             r.ctx = self._make_ctx(r)
+            ctx.on_interrupt(r.ctx.interrupt)  # a timeout of the chain stops a member's own queries too
             self._notify("on_step_start", r.metrics)
         source_run = members[0]
         assert source_run.ctx is not None
@@ -883,16 +891,24 @@ class LocalEngine:
                 assert owner.ctx is not None
                 transform = pd.transform.spec.factory(pd.transform.config)
                 assert isinstance(transform, Transform)
+                check = getattr(transform, "pushdown_check", None)
+                if check is not None:  # it measures its input first and may raise StreamInstead
+                    narrow, stats = getattr(source, "narrow_scans", False), getattr(source, "metadata_stats", False)
+                    count = check(PushdownInput(pd.source.id, scan.sql, scan.count_sql, narrow, stats), owner.ctx)
                 query, extra = transform.pushdown_sql(pd.source.id, owner.ctx)
                 views += extra
                 self._publish(owner)
                 owner = source_run
-                count = _scalar(scan.count_sql, ctx) if scan.count_sql else None
+                if count is None:  # (a check may have counted the rows already)
+                    count = _scalar(scan.count_sql, ctx) if scan.count_sql else None
             owner = run
             rows = sink.write_query(query, ctx, views)
+        except StreamInstead as exc:  # nothing is written yet
+            self._unfold(run, pd, str(exc))
+            return False
         except BaseException as exc:
             owner, error = _pushdown_error(exc, pd, scan, owner, members, run)
-            if owner is not run:
+            if owner is not run and not isinstance(error, RunCancelled):
                 owner.metrics.status, owner.metrics.error = "failed", str(error)
             raise error from None
         n = rows if count is None else count
@@ -907,6 +923,33 @@ class LocalEngine:
         run.metrics.rows_in = rows
         for r in members:
             r.metrics.status = "ok"
+        return True
+
+    def _unfold(self, run: _StepRun, pd: Pushdown, reason: str) -> None:
+        """Stream a chain whose transform declined its pushdown: wire its queues and start the folded
+        steps' threads, as if it had never been folded; the sink streams on in its own thread."""
+        log.info("%s stream: %s", " -> ".join(s.id for s in [*pd.members, pd.sink]), reason)
+        with self._lock:
+            del self.pushdowns[pd.sink.id]
+            for s in pd.members:
+                self.folded.pop(s.id, None)
+            if pd.transform is not None:
+                self.metadata.setdefault(pd.transform.id, {})["pushdown_declined"] = reason
+        run.metrics.pushdown = False
+        for s in pd.members:  # fresh figures: the streaming threads count from zero
+            self.runs[s.id].metrics = StepMetrics(s.id, s.spec.name, s.spec.kind, reshapes=s.spec.reshapes)
+            self.runs[s.id].ctx = None
+        for s in [*pd.members[1:], pd.sink]:
+            self._connect(self.runs[s.id])
+        # the sink's own budget and timeout from now on, not the chain's
+        own = pd.sink.model.timeout_seconds
+        run.deadline = time.monotonic() + own if own else None
+        if run.ctx is not None:
+            run.ctx.memory_limit_mb = pd.sink.model.max_memory_mb or self.settings.memory_limit_mb
+        for s in pd.members:
+            r = self.runs[s.id]
+            r.thread = threading.Thread(target=self._step_thread, args=(r,), name=f"oxi-{s.id}", daemon=True)
+            r.thread.start()
 
     def _publish(self, run: _StepRun) -> None:
         """What a folded step reported becomes visible to ${steps.ID.metadata...} references."""

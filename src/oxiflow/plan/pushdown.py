@@ -14,6 +14,12 @@ A chain is pushed down only when the result cannot differ from streaming it:
 - with a transform in the middle, the source can count its rows from metadata
   (``pushdown_counts``, Parquet footers), so every step's rows in/out stay exact.
 
+A transform may also decide at run time, before anything is written: its ``pushdown_check(input,
+ctx)`` (optional; ``validate`` measures every rule and check in one aggregate pass over the source;
+it returns the input's row count when it has it, or None) or its ``pushdown_sql`` raises
+:class:`StreamInstead`, and the engine streams the chain instead, as if it had never been folded.
+``explain`` says so ("... checked first").
+
 ``settings.pushdown: false`` turns it off; ``oxiflow explain`` shows the chains.
 """
 
@@ -26,11 +32,29 @@ if TYPE_CHECKING:
     from oxiflow.plan.build import Plan, PlannedStep
 
 
+class StreamInstead(Exception):
+    """Raised by the transform of a pushed-down chain before anything is written (``pushdown_check``,
+    ``pushdown_sql``): stream the chain instead. The message says why (logged at INFO, and in the
+    transform's metadata as ``pushdown_declined``)."""
+
+
+@dataclass(frozen=True)
+class PushdownInput:
+    """What a transform's ``pushdown_check`` gets: its input as a DuckDB query, and how it reads."""
+
+    view: str  # the source step's id: the view name ``pushdown_sql`` is given
+    sql: str  # the source's rows (ScanSQL.sql)
+    count_sql: str | None = None
+    narrow_scans: bool = False  # one column reads without the others (the source's ``narrow_scans``)
+    metadata_stats: bool = False  # min/max/null counts come from file metadata (``metadata_stats``)
+
+
 @dataclass(frozen=True)
 class Pushdown:
     source: PlannedStep
     transform: PlannedStep | None
     sink: PlannedStep
+    checked: bool = False  # the transform measures its input first and may have the chain streamed
 
     @property
     def members(self) -> list[PlannedStep]:
@@ -39,6 +63,9 @@ class Pushdown:
 
     def describe(self) -> str:
         steps = " -> ".join(s.id for s in [*self.members, self.sink])
+        if self.checked and self.transform is not None:
+            first = f"{self.transform.id} checked first (streamed when a row or check fails)"
+            return f"{steps}: one DuckDB statement, {first}"
         return f"{steps}: one DuckDB statement"
 
 
@@ -60,7 +87,8 @@ def find_pushdowns(plan: Plan) -> dict[str, Pushdown]:
             continue
         if transform is not None and not getattr(upstream.spec.factory, "pushdown_counts", False):
             continue
-        found[sink.id] = Pushdown(upstream, transform, sink)
+        checked = transform is not None and hasattr(transform.spec.factory, "pushdown_check")
+        found[sink.id] = Pushdown(upstream, transform, sink, checked)
     return found
 
 
