@@ -17,7 +17,7 @@ try:
     main()
 except SystemExit:
     pass
-heavy = sorted(m for m in ("pyarrow", "duckdb", "polars", "fastavro") if m in sys.modules)
+heavy = sorted(m for m in ("pyarrow", "duckdb", "polars", "fastavro", "yaml") if m in sys.modules)
 sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 """
 
@@ -47,7 +47,13 @@ def test_validate_imports_no_duckdb(tmp_path: Path) -> None:
             config: {path: out.parquet}
         """,
     )
-    assert _heavy_modules(["validate", "small.yaml"], tmp_path) == []
+    assert _heavy_modules(["validate", "small.yaml"], tmp_path) == ["yaml"]
+
+
+def test_a_verb_without_a_pipeline_file_imports_no_yaml(tmp_path: Path) -> None:
+    """`oxi head FILE` builds its step without YAML: yaml (~20 ms) is imported when a file is read."""
+    (tmp_path / "in.csv").write_text("id,amount\n1,2.5\n2,4.0\n")
+    assert "yaml" not in _heavy_modules(["head", "in.csv", "-f", "csv"], tmp_path)
 
 
 def test_a_pushed_down_run_imports_no_pyarrow(tmp_path: Path) -> None:
@@ -77,8 +83,8 @@ def test_a_pushed_down_run_imports_no_pyarrow(tmp_path: Path) -> None:
             config: {database: w.duckdb, table: totals, write_disposition: replace}
         """,
     )
-    assert _heavy_modules(["run", "copy.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb"]
-    assert _heavy_modules(["run", "warehouse.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb"]
+    assert _heavy_modules(["run", "copy.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb", "yaml"]
+    assert _heavy_modules(["run", "warehouse.yaml", "--quiet", "--no-state"], tmp_path) == ["duckdb", "yaml"]
     import duckdb
 
     assert duckdb.connect(str(tmp_path / "w.duckdb")).sql("select total from totals").fetchall() == [(6.5,)]

@@ -7,12 +7,14 @@ by path, so a validation error on ``pipeline[2].config.delimiter`` can name its 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from oxiflow.errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:  # yaml (~20 ms) is imported when a file is read: `oxi` verbs without a file never need it
+    import yaml
 
 Path = tuple[Any, ...]
 
@@ -43,6 +45,8 @@ class Positions:
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
+    import yaml
+
     # Resolve the scalar with the safe constructor's rules (ints, floats, bools, nulls, dates as str).
     tag = node.tag
     if tag == "tag:yaml.org,2002:timestamp":
@@ -50,20 +54,26 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     constructor = yaml.SafeLoader.yaml_constructors.get(tag)
     if constructor is None:
         return node.value
-    return constructor(_CONSTRUCTOR, node)
+    return constructor(_constructor(), node)
 
 
-_CONSTRUCTOR = yaml.SafeLoader("")
+@functools.cache
+def _constructor() -> yaml.SafeLoader:
+    import yaml
+
+    return yaml.SafeLoader("")
 
 
 def _convert(node: yaml.Node, path: Path, pos: Positions) -> Any:
+    import yaml
+
     pos.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.ScalarNode):
         return _scalar(node)
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), pos) for i, item in enumerate(node.value)]
     if isinstance(node, yaml.MappingNode):
-        _CONSTRUCTOR.flatten_mapping(node)  # merge keys (<<) as the safe loader does
+        _constructor().flatten_mapping(node)  # merge keys (<<) as the safe loader does
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
@@ -81,6 +91,8 @@ def _convert(node: yaml.Node, path: Path, pos: Positions) -> Any:
 
 def load_yaml(text: str, file: str | None = None) -> tuple[Any, Positions]:
     """Parse YAML text; syntax errors become a ConfigError with line and column."""
+    import yaml
+
     pos = Positions(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
