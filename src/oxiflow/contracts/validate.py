@@ -1170,9 +1170,7 @@ class _Validation:
                 adding = f"fsum({col})" if pa.types.is_floating(f.type) else f"sum({col})"
                 figures.append(Check(f"oxiflow.sum:{f.name}", "", f.name, "figure", "sum", aggregate=adding))
         if cfg.unique is not None:
-            key = _key_sql(cfg.unique.columns)
-            figures.append(Check("oxiflow.unique", "", None, "figure", "duplicates",
-                                 aggregate=f"count({key}) - count(DISTINCT {key})", key=key))  # fmt: skip
+            figures.append(_repeats_check("oxiflow.unique", "figure", "duplicates", cfg.unique.columns))
         ds = self.ds or Dataset("data")
         found = evaluate(
             con, "oxiflow_input", ds, [c for _, c in rules] + figures,
@@ -1224,8 +1222,7 @@ class _Validation:
 
         cid = f"oxiflow.rule[{i}]"
         if r.unique:
-            key = _key_sql(r.columns)
-            return Check(cid, "", None, "unique", r.name, aggregate=f"count({key}) - count(DISTINCT {key})", key=key)
+            return _repeats_check(cid, "unique", r.name, r.columns)
         if r.predicate is None:
             return None
         if r.check is not None:  # a contract's: compiled for this schema, with contract test's hints
@@ -1490,13 +1487,18 @@ class _Validation:
             log.warning("validate %s: could not record statistics for anomaly checks: %s", self.ctx.step_id, exc)
 
 
-def _key_sql(columns: list[str]) -> str:
-    """A unique key as the streaming rule keeps it: the column, or the tuple when no part of it is NULL (a NULL
-    anywhere in a key passes), so ``count(key) - count(DISTINCT key)`` counts the rows it rejects as repeats."""
+def _repeats_check(cid: str, kind: str, name: str, columns: list[str]) -> Check:
+    """The rows a unique key rejects as repeats, as ``checks.evaluate`` measures them: the key is the column, or
+    the tuple when no part of it is NULL (a NULL anywhere in a key passes), and ``count(key) - count(DISTINCT
+    key)`` counts its repeats."""
+    from oxiflow.contracts.checks import Check
+
     if len(columns) == 1:
-        return _ident(columns[0])
-    cols = [_ident(c) for c in columns]
-    return f"CASE WHEN {' AND '.join(f'{c} IS NOT NULL' for c in cols)} THEN row({', '.join(cols)}) END"
+        key = _ident(columns[0])
+    else:
+        cols = [_ident(c) for c in columns]
+        key = f"CASE WHEN {' AND '.join(f'{c} IS NOT NULL' for c in cols)} THEN row({', '.join(cols)}) END"
+    return Check(cid, "", None, kind, name, aggregate=f"count({key}) - count(DISTINCT {key})", key=key)
 
 
 def _holds_floats(t: pa.DataType) -> bool:

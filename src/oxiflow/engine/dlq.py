@@ -87,13 +87,7 @@ class DeadLetterQueue:
             "masked": masked or [],
             "time": now.isoformat(timespec="milliseconds"),
         }
-        # raw, values and masked are encoded once, for the file's line and the table's row alike
-        encoded = {k: _JSON.encode(record[k]) for k in ("raw", "values", "masked")}
-        head = _JSON.encode({k: v for k, v in record.items() if k not in encoded and k != "time"})
-        text = (
-            f'{head[:-1]}, "raw": {encoded["raw"]}, "values": {encoded["values"]}, "masked": {encoded["masked"]}, '
-            f'"time": {_JSON.encode(record["time"])}}}'
-        )
+        text = _JSON.encode(record)
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,14 +95,12 @@ class DeadLetterQueue:
             self._fh.write(text + "\n")
             self.count += 1
             if self.store is not None and self.store_error is None:
-                self._buffer(record, encoded, now, schema)
+                self._buffer(record, now, schema)
                 if len(self._pending) >= FLUSH_ROWS:
                     self._flush()
         return record_id
 
-    def _buffer(
-        self, record: dict[str, Any], encoded: dict[str, str], now: datetime, schema: pa.Schema | None
-    ) -> None:
+    def _buffer(self, record: dict[str, Any], now: datetime, schema: pa.Schema | None) -> None:
         from oxiflow.state.store import now_iso
 
         fp = None
@@ -137,10 +129,10 @@ class DeadLetterQueue:
                 "file": record["file"],
                 "line": record["line"],
                 "column_name": None if record["column"] is None else str(record["column"]),
-                "raw": encoded["raw"],
-                "vals": None if record["values"] is None else encoded["values"],
+                "raw": _JSON.encode(record["raw"]),
+                "vals": None if record["values"] is None else _JSON.encode(record["values"]),
                 "schema_fp": fp,
-                "masked": encoded["masked"],
+                "masked": _JSON.encode(record["masked"]),
                 "created_at": now_iso(now),
             }
         )
