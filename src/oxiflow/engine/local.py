@@ -467,7 +467,15 @@ class LocalEngine:
             self._supervise()
             self._reap()
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (cli/main.py raises it with its reason)
-            self._cancel_all(RunCancelled(str(exc) or "interrupted (Ctrl-C)"))
+            stop = RunCancelled(str(exc) or "interrupted (Ctrl-C)")
+            with self._lock:
+                # the stop wins over an error already recorded: Python runs the handler on the main
+                # thread only, so a step can first fail from what the signal caused (the process
+                # upstream in the pipe died and cut its output short). The step keeps its error.
+                if self.failure is not None and not isinstance(self.failure, RunCancelled):
+                    log.debug("run stopped after a step failed: %s", self.failure)
+                    self.failure = stop
+            self._cancel_all(stop)
             self._join_all()
         finally:
             self.dlq.close()

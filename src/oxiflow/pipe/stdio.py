@@ -493,6 +493,7 @@ def _read_csv(
         with feed.waiting():
             reader = pcsv.open_csv(feed.file, read_options=read_options, parse_options=parse_options)
     except (pa.ArrowException, OSError, ValueError) as exc:
+        ctx.check_cancelled()  # Ctrl-C ended the read before the first batch
         raise _text_error(exc, name, "CSV", None) from None
     return _text_stream(reader, name, "CSV", ctx, stream, feed)
 
@@ -505,6 +506,7 @@ def _read_jsonl(feed: _ArrowFeed, stream: IO[bytes], name: str, ctx: StepContext
         with feed.waiting():
             reader = pjson.open_json(feed.file, read_options=read_options)
     except (pa.ArrowException, OSError, ValueError) as exc:
+        ctx.check_cancelled()  # Ctrl-C ended the read before the first batch
         raise _text_error(exc, name, "JSON Lines", None) from None
     return _text_stream(reader, name, "JSON Lines", ctx, stream, feed)
 
