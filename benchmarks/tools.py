@@ -35,12 +35,12 @@ def duckdb_csv(src: str, out: str) -> None:
 
 
 def duckdb_csv_tuned(src: str, out: str) -> None:
-    """The same COPY with the memory cap oxiflow gives its scans (128 MB per core, at least 2)."""
+    """The same COPY with the memory cap oxiflow gives its scans (112 MB per core, at least 2: engine/duck.py)."""
     import os
 
     import duckdb
 
-    con = duckdb.connect(config={"memory_limit": f"{128 * max(2, os.cpu_count() or 1)}MB"})
+    con = duckdb.connect(config={"memory_limit": f"{112 * max(2, os.cpu_count() or 1)}MB"})
     con.execute(f"COPY (SELECT * FROM read_csv({_q(src)})) TO {_q(out)} (FORMAT parquet, COMPRESSION zstd)")
 
 

@@ -238,3 +238,24 @@ def test_diamond_does_not_stall_and_spills_within_bounds(write_pipeline, tmp_pat
     assert engine.spill_dir is not None and not engine.spill_dir.exists()  # spilled, then cleaned up
     figures = {s.step_id: (s.rows_in, s.rows_out) for s in result.steps}
     assert figures["j"] == (40_000, 20_000) and result.balanced
+
+
+def test_a_scan_without_a_budget_gets_the_scan_cap() -> None:
+    """Streamed scans and pushed-down COPYs are capped per core (bounded memory at any input size);
+    other connections keep DuckDB's default (80% of RAM) and a step's own budget wins."""
+    import os
+
+    from oxiflow.engine.duck import SCAN_MB_PER_CORE, connect
+
+    def shown(con: duckdb.DuckDBPyConnection) -> str:
+        try:
+            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+            assert row is not None
+            return str(row[0])
+        finally:
+            con.close()
+
+    cap = f"{SCAN_MB_PER_CORE * max(2, os.cpu_count() or 1)}MB"
+    assert shown(connect(stream="read")) == _duckdb_shows(cap)
+    assert shown(connect()) == shown(duckdb.connect())
+    assert shown(connect()) != _duckdb_shows(cap)

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 # A scan streamed out as Arrow needs a few buffers per thread, but at DuckDB's default limit (80%
 # of RAM) its buffer pool grows with the input (CSV -> Parquet: 500 MB at 5M rows vs 180 MB at
-# 500k). 128 MB per core keeps it flat and leaves room for compressed CSV (~30 MB blocks, which
-# ran out of memory at 64 MB per core). Measurements: benchmarks/README.md.
-SCAN_MB_PER_CORE = 128
+# 500k). 112 MB per core keeps it flat (255 MB at 5M rows, 128 MB/core: 260-300 MB) for ~0.1 s
+# at 5M rows, and leaves room for compressed CSV (~30 MB blocks, which ran out of memory at 64 MB
+# per core). Measurements: benchmarks/README.md.
+SCAN_MB_PER_CORE = 112
 
 
 def connect(
