@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,10 +377,19 @@ def test_scd2_applying_the_same_load_twice_changes_nothing(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("full_snapshot", [True, False], ids=["whole-folder-swap", "partition-swaps"])
-def test_scd2_after_a_kill_between_the_renames_of_a_swap(tmp_path: Path, full_snapshot: bool) -> None:
+def test_scd2_after_a_kill_between_the_renames_of_a_swap(
+    tmp_path: Path, full_snapshot: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kill between "old aside" and "new in" leaves the old data only in the killed run's hidden folder:
     the next write puts it back before reading the history, so no version is lost (without it the
-    partition would read as empty). The state is the one such a kill leaves, made by the same renames."""
+    partition would read as empty), and removes the folder. The state is the one such a kill leaves, made
+    by the same renames, an hour old; the write's start is a second earlier than the clock, so putting the
+    partition back (which touches the folder) always comes after it, as it can on a busy machine."""
+    import time
+
+    from oxiflow.oxis.files import datasets
+
+    monkeypatch.setattr(datasets, "_now", lambda: time.time() - 1)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     for folder in (clean, killed):
         folder.mkdir()
@@ -391,6 +401,10 @@ def test_scd2_after_a_kill_between_the_renames_of_a_swap(tmp_path: Path, full_sn
         aside = killed / ".ds.oxitmp-20240301T000000-000001-abcdef" / "old"
         aside.mkdir(parents=True)
         (ds / "region=eu").rename(aside / "region=eu")
+    hour_ago = time.time() - 3600
+    for leftover in killed.glob(".ds.oxitmp-*"):
+        for p in [*leftover.rglob("*"), leftover]:
+            os.utime(p, (hour_ago, hour_ago))
     for folder in (clean, killed):
         _load(folder, SCD2_LOADS[1][0], _scd2_sinks(1, True, full_snapshot)[0], True, ORDERS)
     columns = "region, id, v, ts, gone, _valid_from, _valid_to, _is_current, _row_hash"

@@ -74,7 +74,8 @@ from oxiflow.oxis.databases.dispositions import (
 from oxiflow.oxis.files.common import (
     atomic_output,
     file_load_committed,
-    remove_stale_temps,
+    remove_temps,
+    stale_temps,
     temp_sibling,
     write_load_marker,
 )
@@ -130,7 +131,8 @@ def write_dataset(
     # the scan's memory cap for a pushed-down query, half the cores for a drained stream (duck.connect);
     # merge and scd2 join and sort: DuckDB's defaults
     con = connect(ctx, stream=None if keyed else "write" if data is not None else "read")
-    started = _now()
+    # what killed runs left is decided now: putting their old partitions back touches their folders
+    stale = stale_temps(target, _now())
     _restore_interrupted_swaps(target, len(partition_by or []))
     tmp = temp_sibling(target, ctx.run_id)
     tmp.mkdir(parents=True)
@@ -191,7 +193,7 @@ def write_dataset(
     if ctx.load_id is not None:
         crash_point("after_publish")
         write_load_marker(target, ctx.load_id)
-    remove_stale_temps(target, started)
+    remove_temps(stale)
     ctx.metadata.update(path=str(target), rows=rows, load_id=raw_load_id if load_id_column else load_id)
     ctx.bytes_written += sum(p.stat().st_size for p in target.rglob("*.parquet"))
     return rows
