@@ -160,3 +160,41 @@ def test_bad_table_name(tmp_path: Path, write_pipeline, table: str) -> None:
     r = _run(write_pipeline, "a.csv", f"{{database: wh.duckdb, table: '{table}'}}")
     assert r.status == "failed"
     assert "schema.table" in str(r.error)
+
+
+@pytest.mark.parametrize("pushdown", [True, False], ids=["pushdown", "stream"])
+def test_replace_tags_rows_with_the_load_and_replaces_an_input_load_id(
+    tmp_path: Path, write_pipeline, pushdown: bool
+) -> None:
+    """A copy of an oxiflow table (it has `_oxi_load_id`) gets this load's id, in the last column, as a
+    fresh load does; `load_id_column: null` adds none. Hand-checked rows and DuckDB's own column list."""
+    _csv(tmp_path, "copy.csv", "_oxi_load_id,id,name\nold-1,1,a\nold-2,2,b\n")
+    db = tmp_path / "wh.duckdb"
+    run = _run(write_pipeline, "copy.csv", "{database: wh.duckdb, table: t, write_disposition: replace}", pushdown)
+    assert run.status == "ok", run.error
+    assert next(s for s in run.steps if s.step_id == "sink").pushdown is pushdown
+    columns = (
+        "select column_name, data_type from information_schema.columns where table_name='t' order by ordinal_position"
+    )
+    assert _rows(db, columns) == [("id", "BIGINT"), ("name", "VARCHAR"), ("_oxi_load_id", "VARCHAR")]
+    assert _rows(db, "select * from t order by id") == [(1, "a", run.run_id), (2, "b", run.run_id)]
+    assert [n for (n,) in _rows(db, "select table_name from information_schema.tables") if "staging" in n] == []
+    plain = "{database: wh.duckdb, table: t, write_disposition: replace, load_id_column: null}"
+    again = _run(write_pipeline, "copy.csv", plain, pushdown)
+    assert again.status == "ok", again.error
+    assert _rows(db, "select * from t order by id") == [("old-1", 1, "a"), ("old-2", 2, "b")]
+
+
+@pytest.mark.parametrize("pushdown", [True, False], ids=["pushdown", "stream"])
+def test_replace_with_a_key_the_input_lacks_fails_and_keeps_the_table(
+    tmp_path: Path, write_pipeline, pushdown: bool
+) -> None:
+    _csv(tmp_path, "a.csv", "id,name\n1,a\n")
+    db = tmp_path / "wh.duckdb"
+    assert _run(write_pipeline, "a.csv", "{database: wh.duckdb, table: t, write_disposition: replace}").status == "ok"
+    bad = "{database: wh.duckdb, table: t, write_disposition: replace, primary_key: [order_id]}"
+    run = _run(write_pipeline, "a.csv", bad, pushdown)
+    assert run.status == "failed"
+    assert "primary_key names column(s) ['order_id'] that the input does not have" in str(run.error)
+    assert _rows(db, "select id, name from t") == [(1, "a")]
+    assert [n for (n,) in _rows(db, "select table_name from information_schema.tables") if "staging" in n] == []

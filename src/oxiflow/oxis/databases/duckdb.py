@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
     from oxiflow.data import OxiData
 
+NEW_LOAD_ID = "_oxiflow_new_load_id"  # replace: the load id's column until an input column of its name is gone
+
 
 class WriteDuckdbConfig(DispositionConfig):
     database: str
@@ -115,17 +117,22 @@ class WriteDuckdb(Sink):
         con = connect(ctx, str(path))
         try:
             prepare(con)
-            skip = reserved(cfg)  # an input `_oxi_load_id` (a copy of an oxiflow table) is replaced
-            incoming = _describe(con, empty_sql)
-            columns = {n: t for n, t in incoming.items() if n not in skip}
             source = f"({rows_sql}) AS src"
-            _check_columns(cfg, columns)
+            incoming: dict[str, str] = {}
+            columns: dict[str, str] = {}
+            if cfg.write_disposition != "replace":
+                # (replace takes the types from the load itself: binding a pushed-down scan sniffs its
+                # file again, ~40 ms of JSON)
+                skip = reserved(cfg)  # an input `_oxi_load_id` (a copy of an oxiflow table) is replaced
+                incoming = _describe(con, empty_sql)
+                columns = {n: t for n, t in incoming.items() if n not in skip}
+                _check_columns(cfg, columns)
             con.execute("BEGIN TRANSACTION")
             try:
                 if schema and cfg.create_schema:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
                 if cfg.write_disposition == "replace":
-                    rows = _replace(con, cfg, schema, table, qualified, columns, source, load_id)
+                    rows = _replace(con, cfg, schema, table, qualified, source, load_id)
                 elif cfg.write_disposition == "append":
                     _ensure_table(con, cfg, schema, table, qualified, columns)
                     rows = _append(con, cfg, qualified, rows_sql, source, columns, len(incoming), load_id)
@@ -296,17 +303,24 @@ def _replace(
     schema: str | None,
     table: str,
     qualified: str,
-    columns: dict[str, str],
     source: str,
     load_id: str,
 ) -> int:
+    """The load into a staging table (CREATE TABLE AS: the query's own types), renamed over the table."""
     prefix = ident(schema) + "." if schema else ""
     staging_name = f"_oxiflow_staging_{table}"
     staging = prefix + ident(staging_name)
     con.execute(f"DROP TABLE IF EXISTS {staging}")
-    wanted = [*columns.items(), *system_columns(DUCKDB, cfg)]
-    con.execute(f"CREATE TABLE {staging} (" + ", ".join(f"{ident(n)} {t}" for n, t in wanted) + ")")
-    rows = _count(con, insert_rows(DUCKDB, cfg, staging, source, list(columns), load_id))
+    tag = cfg.load_id_column
+    # the load id under a name no input has; an input column of the load id's name is replaced by it
+    tagged = f", {literal(load_id)} AS {ident(NEW_LOAD_ID)}" if tag else ""
+    rows = _count(con, f"CREATE TABLE {staging} AS SELECT *{tagged} FROM {source}")
+    names = _table_columns(con, schema, staging_name) or []
+    if tag:
+        if tag in names:
+            con.execute(f"ALTER TABLE {staging} DROP COLUMN {ident(tag)}")
+        con.execute(f"ALTER TABLE {staging} RENAME COLUMN {ident(NEW_LOAD_ID)} TO {ident(tag)}")
+    _check_columns(cfg, {n: "" for n in names if n not in (tag, NEW_LOAD_ID)})
     con.execute(f"DROP TABLE IF EXISTS {qualified}")
     con.execute(f"ALTER TABLE {staging} RENAME TO {ident(table)}")
     return rows
