@@ -151,9 +151,6 @@ def file_load_committed(target: Path, load_id: str) -> bool:
     return (target.parent / MARKERS / f".{target.name}.{load_id}").is_file()
 
 
-COARSE_CLOCK_SLACK = 0.05  # seconds; a tick is 1-10 ms
-
-
 def remove_stale_temps(target: Path, before: float) -> None:
     """Remove ``.NAME.oxitmp-*`` left for ``target`` by killed runs: only those untouched since
     ``before`` (this write's start), so a concurrent writer's temporary file is left alone."""
@@ -166,9 +163,7 @@ def stale_temps(target: Path, before: float) -> list[Path]:
     found = []
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.oxitmp-*"):
         try:
-            # file times come from the kernel's coarse clock, up to a tick behind time.time(): a
-            # concurrent writer's file made just after ``before`` can look older by that much
-            if _latest_mtime(leftover) < before - COARSE_CLOCK_SLACK:
+            if _latest_mtime(leftover) < before:
                 found.append(leftover)
         except OSError:  # vanished meanwhile (its owner finished or cleaned it)
             pass
