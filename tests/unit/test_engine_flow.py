@@ -154,15 +154,19 @@ def test_step_metadata_references(run, tmp_path: Path) -> None:
     assert ids(tmp_path / "later-6.parquet") == [0]
 
 
-def _duckdb_shows(limit: str) -> str:
-    """The oracle: what DuckDB itself reports for a memory_limit setting."""
-    con = duckdb.connect(config={"memory_limit": limit})
+def _memory_limit(con: duckdb.DuckDBPyConnection) -> str:
+    """The memory_limit a connection reports (it is closed)."""
     try:
         row = con.execute("SELECT current_setting('memory_limit')").fetchone()
         assert row is not None
         return str(row[0])
     finally:
         con.close()
+
+
+def _duckdb_shows(limit: str) -> str:
+    """The oracle: what DuckDB itself reports for a memory_limit setting."""
+    return _memory_limit(duckdb.connect(config={"memory_limit": limit}))
 
 
 def test_memory_limits_reach_duckdb(run) -> None:
@@ -242,20 +246,12 @@ def test_diamond_does_not_stall_and_spills_within_bounds(write_pipeline, tmp_pat
 
 def test_a_scan_without_a_budget_gets_the_scan_cap() -> None:
     """Streamed scans and pushed-down COPYs are capped per core (bounded memory at any input size);
-    other connections keep DuckDB's default (80% of RAM) and a step's own budget wins."""
+    other connections keep DuckDB's default (80% of RAM). A step's own budget: the test above."""
     import os
 
     from oxiflow.engine.duck import SCAN_MB_PER_CORE, connect
 
-    def shown(con: duckdb.DuckDBPyConnection) -> str:
-        try:
-            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
-            assert row is not None
-            return str(row[0])
-        finally:
-            con.close()
-
     cap = f"{SCAN_MB_PER_CORE * max(2, os.cpu_count() or 1)}MB"
-    assert shown(connect(stream="read")) == _duckdb_shows(cap)
-    assert shown(connect()) == shown(duckdb.connect())
-    assert shown(connect()) != _duckdb_shows(cap)
+    assert _memory_limit(connect(stream="read")) == _duckdb_shows(cap)
+    assert _memory_limit(connect()) == _memory_limit(duckdb.connect())
+    assert _memory_limit(connect()) != _duckdb_shows(cap)

@@ -12,7 +12,7 @@ Input columns the table lacks are added (``ALTER TABLE ... ADD COLUMN``) for eve
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -260,7 +260,7 @@ def _ensure_table(
     return existing
 
 
-def _check_columns(cfg: WriteDuckdbConfig, columns: dict[str, str]) -> None:
+def _check_columns(cfg: WriteDuckdbConfig, columns: Collection[str]) -> None:
     """The configured key/partition/option columns must be input columns."""
     opts = cfg.options()
     named = {
@@ -320,7 +320,7 @@ def _replace(
         if tag in names:
             con.execute(f"ALTER TABLE {staging} DROP COLUMN {ident(tag)}")
         con.execute(f"ALTER TABLE {staging} RENAME COLUMN {ident(NEW_LOAD_ID)} TO {ident(tag)}")
-    _check_columns(cfg, {n: "" for n in names if n not in (tag, NEW_LOAD_ID)})
+    _check_columns(cfg, [n for n in names if n not in (tag, NEW_LOAD_ID)])
     con.execute(f"DROP TABLE IF EXISTS {qualified}")
     con.execute(f"ALTER TABLE {staging} RENAME TO {ident(table)}")
     return rows
