@@ -90,6 +90,24 @@ def dirty(clean: Path) -> Path:
     return path
 
 
+def repeated(clean: Path, times: int) -> Path:
+    """``orders_N_xT.parquet``: the clean Parquet file ``times`` times over (the group-by at scale).
+    Kept when it is newer than the clean file."""
+    path = clean.with_name(f"{clean.stem}_x{times}.parquet")
+    if path.exists() and path.stat().st_mtime >= clean.stat().st_mtime:
+        return path
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".parquet.tmp")
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    scans = " UNION ALL ".join([f"SELECT * FROM read_parquet('{clean}')"] * times)
+    con.execute(f"COPY ({scans}) TO '{tmp}' {FORMATS['parquet']}")
+    con.close()
+    tmp.replace(path)
+    print(f"wrote {path.name}: {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, action="append", help="row count (repeatable)")
