@@ -48,6 +48,9 @@ def test_what_print_buffered_reaches_a_pipe(tmp_path: Path) -> None:
     # a line left in stdout's buffer by code that never flushes (a plugin's print, say)
     r = _entry("print('from a plugin')", "validate", "ok.yaml", "--quiet", cwd=tmp_path)
     assert (r.returncode, r.stdout) == (0, "from a plugin\n"), r.stderr
+    # and what an atexit handler prints: the handlers run before the last flush
+    r = _entry("import atexit\natexit.register(print, 'at exit')", "validate", "ok.yaml", "--quiet", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "at exit\n"), r.stderr
 
 
 def test_a_running_non_daemon_thread_is_waited_for(tmp_path: Path) -> None:

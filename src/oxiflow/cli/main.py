@@ -259,8 +259,8 @@ def entry() -> None:
     When a command returns, oxiflow has closed all it opened (sinks renamed their files, DuckDB
     connections and the state store are closed). What Python's shutdown does after that, tearing
     down every module of typer, pydantic and DuckDB one by one, takes 20-30 ms of each start that
-    nothing needs. So: flush stdout and stderr, run the atexit handlers (logging's flush, weakref
-    finalizers such as temporary folders), and leave with ``os._exit``. While another non-daemon
+    nothing needs. So: run the atexit handlers (logging's flush, weakref finalizers such as temporary
+    folders), flush stdout and stderr, and leave with ``os._exit``. While another non-daemon
     thread runs, the exit is Python's own, which waits for it. Call :func:`main` to stay in the
     interpreter (tests do).
     """
@@ -277,8 +277,9 @@ def entry() -> None:
 
 
 def _leave(code: object) -> NoReturn:
-    """Flush, run the atexit handlers and exit with ``code`` (SystemExit's rules: None is 0, a text is
-    printed and is 1) without tearing the interpreter down."""
+    """Run the atexit handlers, flush, and exit with ``code`` (SystemExit's rules: None is 0, a text is
+    printed and is 1) without tearing the interpreter down. The handlers come first: what they write
+    (logging's last records) is flushed too."""
     import atexit
     import os
 
@@ -287,6 +288,7 @@ def _leave(code: object) -> NoReturn:
     elif not isinstance(code, int):
         sys.stderr.write(f"{code}\n")
         code = 1
+    atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`| head`), as in main()
@@ -297,7 +299,6 @@ def _leave(code: object) -> NoReturn:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    atexit._run_exitfuncs()
     os._exit(code)
 
 
