@@ -37,11 +37,10 @@ from oxiflow.contracts import dlq_masking
 from oxiflow.contracts import gate as schema_gate
 from oxiflow.data import OxiData
 from oxiflow.engine.dlq import DeadLetterQueue
-from oxiflow.engine.duck import ident as duck_ident
 from oxiflow.engine.metrics import RunResult, StepMetrics
 from oxiflow.errors import ConfigError, OxiflowError, RunCancelled, StepError, StepTimeout, is_retryable
 from oxiflow.incremental import CursorSlice, IncrementalCursor, crash_point, incremental_of
-from oxiflow.oxi import Sink, Source, StepContext, Transform
+from oxiflow.oxi import PushedQuery, Sink, Source, StepContext, Transform
 from oxiflow.plan.build import Plan, PlannedStep, validate_step_config
 from oxiflow.plan.pushdown import Pushdown, PushdownInput, StreamInstead
 from oxiflow.state.loads import LoadProtocol
@@ -894,10 +893,9 @@ class LocalEngine:
             self._publish(source_run)
             # without a transform the scan is the query itself: a TEMP VIEW of it would be bound (a CSV or
             # JSON file sniffed) once more when it is created, ~40 ms at 5M rows
-            query, views = scan.sql, []
+            query = PushedQuery(scan.sql)
             count: int | None = None
             if pd.transform is not None:
-                query, views = f"SELECT * FROM {duck_ident(pd.source.id)}", [(pd.source.id, scan.sql)]
                 owner = members[1]
                 assert owner.ctx is not None
                 transform = pd.transform.spec.factory(pd.transform.config)
@@ -906,14 +904,15 @@ class LocalEngine:
                 if check is not None:  # it measures its input first and may raise StreamInstead
                     narrow, stats = getattr(source, "narrow_scans", False), getattr(source, "metadata_stats", False)
                     count = check(PushdownInput(pd.source.id, scan.sql, scan.count_sql, narrow, stats), owner.ctx)
-                query, extra = transform.pushdown_sql(pd.source.id, owner.ctx)
-                views += extra
+                sql, extra = transform.pushdown_sql(pd.source.id, owner.ctx)
+                # (a check may have counted the rows already; else the sink counts them on its connection)
+                counting = scan.count_sql if count is None else None
+                query = PushedQuery(sql, [(pd.source.id, scan.sql), *extra], counting)
                 self._publish(owner)
-                owner = source_run
-                if count is None:  # (a check may have counted the rows already)
-                    count = _scalar(scan.count_sql, ctx) if scan.count_sql else None
             owner = run
-            rows = sink.write_query(query, ctx, views)
+            rows = sink.write_query(query, ctx)
+            if count is None:
+                count = query.source_rows
         except StreamInstead as exc:  # nothing is written yet
             self._unfold(run, pd, str(exc))
             return False
@@ -1031,16 +1030,6 @@ class LocalEngine:
         for extra in run.inlets[1:]:
             extra.drain()
         run.outlet.close()
-
-
-def _scalar(sql: str, ctx: StepContext) -> int:
-    from oxiflow.engine.duck import connect
-
-    con = connect(ctx)
-    try:
-        return int(con.sql(sql).fetchall()[0][0])
-    finally:
-        con.close()
 
 
 def _pushdown_error(

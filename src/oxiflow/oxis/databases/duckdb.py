@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.incremental import crash_point
-from oxiflow.oxi import Sink, StepContext, oxi
+from oxiflow.oxi import PushedQuery, Sink, StepContext, oxi
 from oxiflow.oxis.databases.dispositions import (
     DUCKDB,
     DispositionConfig,
@@ -95,12 +95,8 @@ class WriteDuckdb(Sink):
     def pushdown_ready(self) -> bool:
         return True  # every disposition starts from "rows of a query": the stream or the pushed-down one
 
-    def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
-        def prepare(con: duckdb.DuckDBPyConnection) -> None:
-            for name, sql in views:
-                con.execute(f"CREATE TEMP VIEW {ident(name)} AS {sql}")
-
-        return self._load(ctx, prepare, f"SELECT * FROM ({query}) LIMIT 0", query)
+    def write_query(self, query: PushedQuery, ctx: StepContext) -> int:
+        return self._load(ctx, query.prepare, f"SELECT * FROM ({query.sql}) LIMIT 0", query.sql)
 
     def _load(
         self, ctx: StepContext, prepare: Callable[[duckdb.DuckDBPyConnection], None], empty_sql: str, rows_sql: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -12,7 +12,7 @@ from pydantic import Field
 from oxiflow.data import OxiData
 from oxiflow.engine.duck import ident, literal, options
 from oxiflow.errors import DataError
-from oxiflow.oxi import ScanSQL, Source, StepContext, oxi
+from oxiflow.oxi import PushedQuery, ScanSQL, Source, StepContext, oxi
 from oxiflow.oxis.files.common import FileSinkConfig, FileSourceConfig, OnError, atomic_output, expand_paths
 from oxiflow.oxis.files.csvdialect import Dialect, check_dialect, field_index, file_lines, open_text
 from oxiflow.oxis.files.duckcopy import CopySink, copy_out
@@ -355,19 +355,17 @@ class WriteCsv(CopySink):
 
     _columns: list[str] | None = None
 
-    def _copy(
-        self, ctx: StepContext, *, data: OxiData | None = None, query: str | None = None, views: Sequence[Any] = ()
-    ) -> int:
+    def _copy(self, ctx: StepContext, *, data: OxiData | None = None, query: PushedQuery | None = None) -> int:
         cfg = self.config
         if data is not None:
             self._columns = data.schema.names
         if cfg.encoding == "utf-8":
-            return super()._copy(ctx, data=data, query=query, views=views)
+            return super()._copy(ctx, data=data, query=query)
         target = ctx.output_path(cfg.path)
         with atomic_output(target, ctx, overwrite=cfg.overwrite) as tmp:
             utf8 = tmp.with_name(tmp.name + ".utf8")
             try:
-                rows = copy_out(ctx, utf8, self.copy_options(target), data=data, query=query, views=list(views))
+                rows = copy_out(ctx, utf8, self.copy_options(target), data=data, query=query)
                 _reencode(utf8, tmp, cfg.encoding, self.compression(target), ctx)
             finally:
                 utf8.unlink(missing_ok=True)

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 from oxiflow.engine.duck import connect, ident, literal
 from oxiflow.errors import DataError, PathEscapeError
 from oxiflow.incremental import crash_point
-from oxiflow.oxi import StepContext, check_inside
+from oxiflow.oxi import PushedQuery, StepContext, check_inside
 from oxiflow.oxis.databases.dispositions import (
     DUCKDB,
     IS_CURRENT,
@@ -109,8 +109,7 @@ def write_dataset(
     history: History | None = None,
     load_id_column: str | None = LOAD_ID_COLUMN,
     data: OxiData | None = None,
-    query: str | None = None,
-    views: Sequence[tuple[str, str]] = (),
+    query: PushedQuery | None = None,
 ) -> int:
     """Apply one load to the dataset folder ``target``; the number of rows in the load. Its rows get the
     load id in ``load_id_column`` (None: no such column)."""
@@ -142,9 +141,8 @@ def write_dataset(
             source = "SELECT * FROM input_stream"
         else:
             assert query is not None
-            for view, sql in views:
-                con.execute(f"CREATE TEMP VIEW {ident(view)} AS {sql}")
-            source = query
+            query.prepare(con)
+            source = query.sql
         columns = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {source}").fetchall()}
         # the system columns are written here: an input column of that name is replaced, as in tables
         reserved = _reserved(history, load_id_column)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from oxiflow.data import OxiData
-from oxiflow.engine.duck import connect, ident, literal
-from oxiflow.oxi import Sink, StepContext
+from oxiflow.engine.duck import connect, literal
+from oxiflow.oxi import PushedQuery, Sink, StepContext
 from oxiflow.oxis.files.common import atomic_output
 
 
@@ -30,15 +29,13 @@ class CopySink(Sink):
     def pushdown_ready(self) -> bool:
         return True
 
-    def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
-        return self._copy(ctx, query=query, views=views)
+    def write_query(self, query: PushedQuery, ctx: StepContext) -> int:
+        return self._copy(ctx, query=query)
 
-    def _copy(
-        self, ctx: StepContext, *, data: OxiData | None = None, query: str | None = None, views: Sequence[Any] = ()
-    ) -> int:
+    def _copy(self, ctx: StepContext, *, data: OxiData | None = None, query: PushedQuery | None = None) -> int:
         target = ctx.output_path(self.config.path)
         with atomic_output(target, ctx, overwrite=self.config.overwrite) as tmp:
-            rows = copy_out(ctx, tmp, self.copy_options(target), data=data, query=query, views=list(views))
+            rows = copy_out(ctx, tmp, self.copy_options(target), data=data, query=query)
         ctx.metadata["rows"] = rows
         return rows
 
@@ -49,11 +46,10 @@ def copy_out(
     copy_options: str,
     *,
     data: OxiData | None = None,
-    query: str | None = None,
-    views: list[tuple[str, str]] | None = None,
+    query: PushedQuery | None = None,
     columns: list[str] | None = None,
 ) -> int:
-    """COPY ``data`` (an Arrow stream) or ``query`` (after creating ``views``) to ``tmp``; the row count.
+    """COPY ``data`` (an Arrow stream) or ``query`` (on a connection it prepared) to ``tmp``; the row count.
 
     A stream gets a writer connection (half the cores: the reader feeding it needs the rest);
     a query is the whole pipeline in one statement and gets every core, with the scan's memory cap.
@@ -66,9 +62,8 @@ def copy_out(
             source = "input_stream"
         else:
             assert query is not None
-            for name, sql in views or []:
-                con.execute(f"CREATE TEMP VIEW {ident(name)} AS {sql}")
-            source = f"({query})"
+            query.prepare(con)
+            source = f"({query.sql})"
         if columns is not None:
             columns.extend(con.sql(f"SELECT * FROM {source} LIMIT 0").columns if data is None else data.schema.names)
         row = con.execute(f"COPY {source} TO {literal(str(tmp))} ({copy_options})").fetchall()

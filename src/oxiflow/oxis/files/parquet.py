@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -10,7 +9,7 @@ from pydantic import Field, model_validator
 from oxiflow.data import OxiData
 from oxiflow.engine.duck import ident, literal
 from oxiflow.errors import PathEscapeError
-from oxiflow.oxi import ScanSQL, Sink, Source, StepContext, check_inside, oxi
+from oxiflow.oxi import PushedQuery, ScanSQL, Sink, Source, StepContext, check_inside, oxi
 from oxiflow.oxis.databases.dispositions import (
     LOAD_ID_COLUMN,
     DispositionConfig,
@@ -145,17 +144,10 @@ class WriteParquet(Sink):
         whole = swaps_whole(cfg.write_disposition, cfg.partition_by, full_snapshot)
         return dataset_load_committed(ctx.output_path(cfg.path), load_id, cfg.write_disposition, whole_swap=whole)
 
-    def write_query(self, query: str, ctx: StepContext, views: list[tuple[str, str]]) -> int:
-        return self._write(ctx, query=query, views=views)
+    def write_query(self, query: PushedQuery, ctx: StepContext) -> int:
+        return self._write(ctx, query=query)
 
-    def _write(
-        self,
-        ctx: StepContext,
-        *,
-        data: OxiData | None = None,
-        query: str | None = None,
-        views: Sequence[tuple[str, str]] = (),
-    ) -> int:
+    def _write(self, ctx: StepContext, *, data: OxiData | None = None, query: PushedQuery | None = None) -> int:
         cfg = self.config
         target = ctx.output_path(cfg.path)
         codec = "uncompressed" if cfg.compression == "none" else cfg.compression
@@ -181,7 +173,6 @@ class WriteParquet(Sink):
                 load_id_column=cfg.load_id_column,
                 data=data,
                 query=query,
-                views=views,
             )
         columns: list[str] = []
         with atomic_output(target, ctx, overwrite=cfg.overwrite) as tmp:
@@ -193,7 +184,6 @@ class WriteParquet(Sink):
                 ", ".join(opts),
                 data=data,
                 query=query,
-                views=list(views),
                 columns=columns if cfg.partition_by and data is None else None,
             )
             if cfg.partition_by and data is None:
