@@ -8,7 +8,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from oxiflow.config.load import load_pipeline
