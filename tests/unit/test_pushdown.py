@@ -181,6 +181,28 @@ def test_malformed_csv_error_names_reader_file_and_line(write_pipeline, data: Pa
         assert src.status == "failed"
 
 
+@pytest.mark.parametrize("transform", [True, False])
+def test_corrupt_parquet_error_is_the_streamed_one(write_pipeline, data: Path, transform: bool) -> None:
+    (data / "bad.parquet").write_bytes(b"PAR1 not a parquet file at all")
+    steps = (
+        "  - name: read_parquet\n    id: src\n    config: {path: bad.parquet}\n"
+        + ("  - name: sql\n    config: {query: 'select count(*) AS n from src'}\n" if transform else "")
+        + "  - name: write_duckdb\n    id: wh\n    config: {database: wh.duckdb, table: t}\n"
+    )
+    errors = []
+    for pushdown in (True, False):
+        result, plan = run(write_pipeline, steps, pushdown)
+        assert bool(plan.pushdowns) is pushdown  # type: ignore[attr-defined]
+        assert result.status == "failed"
+        err = result.error
+        assert isinstance(err, DataError)
+        assert err.context["step"] == "src" and err.context["file"] == str(data / "bad.parquet")
+        assert "No magic bytes" in str(err) and "LINE 1" not in str(err)  # not oxiflow's own SQL quoted
+        assert not (data / "wh.duckdb").exists()
+        errors.append(str(err))
+    assert errors[0] == errors[1]
+
+
 def test_sql_error_belongs_to_the_sql_step(write_pipeline, data: Path) -> None:
     steps = (
         SOURCES["parquet"]

@@ -21,11 +21,14 @@ if TYPE_CHECKING:
 _LINE = re.compile(r"(?:CSV Error on Line|line|Line)[:\s]+(\d+)")
 _COLUMN = re.compile(r'column "?([^"\s]+)"?', re.IGNORECASE)
 _FILE = re.compile(r"(?:file|File)[: ]+\"?([^\"\n]+?)\"?(?:\n|$|\s+on line)")
+# DuckDB quotes the statement an error points into ("LINE 1: CREATE TEMP VIEW ... ^^^"): oxiflow's own
+# SQL, not the user's data, and it would make a pushed-down chain's error differ from the streamed one's
+_QUERY_CONTEXT = re.compile(r"\n\s*LINE \d+:.*", re.S)
 
 
 def duckdb_data_error(exc: Exception, files: list[str]) -> DataError:
     """Turn a DuckDB reader error into a DataError with file, line and column when it gives them."""
-    text = str(exc)
+    text = _QUERY_CONTEXT.sub("", str(exc))
     if "CSV Error on Line" in text:
         return _csv_record_error(text, files)
     line_m = _LINE.search(text)
