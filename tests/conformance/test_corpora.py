@@ -142,6 +142,36 @@ def test_parquet_bad_data(file: str) -> None:
     check(rows_or_error(ReadParquet(ReadParquetConfig(path=str(TESTDATA / file)))), expected)
 
 
+BAD_PARQUET = sorted(p.name for p in (TESTDATA / "parquet-testing/bad_data").glob("*.parquet"))
+
+
+@pytest.mark.parametrize("name", BAD_PARQUET)
+def test_parquet_bad_data_pushed_down_fails_as_streamed(write_pipeline, name: str) -> None:
+    """read_parquet -> sql -> write_duckdb as one DuckDB statement: a corrupt file fails as the streamed
+    chain does, with the same error, owned by the source (not "write_duckdb failed")."""
+    from oxiflow.config.load import load_pipeline
+    from oxiflow.engine.local import run_plan
+
+    path = TESTDATA / "parquet-testing/bad_data" / name
+    outcomes = []
+    for pushdown in ("true", "false"):
+        plan = load_pipeline(
+            write_pipeline(
+                f"settings: {{pushdown: {pushdown}}}\npipeline:\n"
+                f"  - {{name: read_parquet, id: src, config: {{path: '{path}'}}}}\n"
+                "  - {name: sql, config: {query: 'select * from src'}}\n"
+                f"  - {{name: write_duckdb, id: wh, config: {{database: wh_{pushdown}.duckdb, table: t}}}}\n"
+            )
+        )
+        assert bool(plan.pushdowns) is (pushdown == "true")  # type: ignore[attr-defined]
+        result = run_plan(plan)
+        failed = [s.step_id for s in result.steps if s.status == "failed"]
+        outcomes.append((result.status, failed, str(result.error) if result.error else None))
+    assert outcomes[0] == outcomes[1]
+    if outcomes[0][0] != "ok":
+        assert outcomes[0][1][0] == "src" and str(path) in str(outcomes[0][2])
+
+
 # -- Arrow IPC: integration files + fuzz cases --------------------------------------------------------
 @pytest.mark.parametrize(("file", "expected"), oracle("arrow-ipc.pyarrow.jsonl", "pyarrow_26.0.1_rows_or_error"))
 def test_arrow_ipc(file: str, expected: int | str) -> None:

@@ -773,6 +773,10 @@ class LocalEngine:
                             return
                         continue
                     error = _as_step_error(exc, p)
+                    if self._failed_upstream_in_chain(p.id, error):
+                        m.status = "cancelled"  # as when streamed: the failed step reports the error
+                        self._fail(run, error)
+                        return
                     m.error = str(error)
                     if p.model.continue_on_error and not isinstance(exc, ConfigError):
                         log.warning("step %s failed, continuing with its input: %s", p.id, error)
@@ -869,6 +873,12 @@ class LocalEngine:
         run.outlet.close()
 
     # -- a pushed-down chain ------------------------------------------------------------------------
+    def _failed_upstream_in_chain(self, sink_id: str, error: BaseException) -> bool:
+        """Whether ``error``, raised in ``sink_id``'s thread, is a step's of the chain pushed down into it."""
+        pd = self.pushdowns.get(sink_id)
+        step = error.context.get("step") if isinstance(error, OxiflowError) else None
+        return pd is not None and step != sink_id and any(s.id == step for s in pd.members)
+
     def _attempt_pushdown(self, run: _StepRun, ctx: StepContext, sink: Sink, sink_id: str) -> bool:
         """Run source -> [transform] -> sink as one statement in the sink's DuckDB connection;
         every step of the chain still reports its own rows, metadata and errors. False when the
@@ -1038,7 +1048,11 @@ def _pushdown_error(
     """Which step of a pushed-down chain failed, and the error that step would have raised.
 
     DuckDB reports one error for the whole statement: SQL errors belong to the transform, reader
-    errors (a line, a column, a source file named) to the source, the rest to the sink.
+    errors to the source, the rest to the sink. A reader error is one that names a line or a source
+    file, one of DuckDB's untyped errors (its readers raise them for corrupt data: "Out of buffer", a
+    Thrift error, a corrupt Parquet page; the sink's errors are typed: constraint, conversion,
+    catalog, I/O), or one that binding the source's scan alone raises too (a Parquet footer it
+    cannot read).
     """
     import duckdb
 
@@ -1055,12 +1069,30 @@ def _pushdown_error(
         assert transform.ctx is not None
         return transform, duck_error(exc, transform.ctx, "query")
     translated = scan.translate(exc) if scan is not None and scan.translate is not None else exc
-    if isinstance(translated, DataError) and (
-        translated.context.get("line") is not None or any(f in str(exc) for f in scan.files)
+    if scan is not None and (
+        (isinstance(translated, DataError) and translated.context.get("line") is not None)
+        or any(f in str(exc) for f in scan.files)
+        or type(exc) is duckdb.Error
+        or _scan_fails_alone(scan.sql)
     ):
         return members[0], _as_step_error(translated, members[0].planned)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return sink, StepError(f"{sink.planned.spec.name} failed: {text}", step=sink.planned.id)
+
+
+def _scan_fails_alone(sql: str) -> bool:
+    """Whether binding the scan ``sql`` on a connection of its own fails (reads a Parquet file's footer, a
+    CSV file's sample: no scan of the data). Only asked after a pushed-down statement failed."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"DESCRIBE SELECT * FROM ({sql})").fetchall()
+    except duckdb.Error:
+        return True
+    finally:
+        con.close()
+    return False
 
 
 def _as_step_error(exc: BaseException, p: PlannedStep) -> BaseException:
