@@ -203,6 +203,30 @@ def test_corrupt_parquet_error_is_the_streamed_one(write_pipeline, data: Path, t
     assert errors[0] == errors[1]
 
 
+def test_an_error_about_the_target_belongs_to_the_sink(write_pipeline, data: Path) -> None:
+    con = duckdb.connect(str(data / "wh.duckdb"))
+    con.execute(
+        "CREATE TABLE t (id BIGINT, status VARCHAR CHECK (status <> 'cancelled'), amount DOUBLE, "
+        "created_at TIMESTAMP, currency VARCHAR)"
+    )
+    con.close()
+    steps = (
+        SOURCES["parquet"]
+        + "  - name: sql\n    config: {query: 'select * from orders'}\n"
+        + "  - name: write_duckdb\n    id: wh\n    config: {database: wh.duckdb, table: t}\n"
+    )
+    for pushdown in (True, False):
+        result, plan = run(write_pipeline, steps, pushdown)
+        assert bool(plan.pushdowns) is pushdown  # type: ignore[attr-defined]
+        assert result.status == "failed"
+        assert result.error is not None and result.error.context["step"] == "wh"
+        assert "CHECK constraint failed" in str(result.error)
+        assert [s.step_id for s in result.steps if s.status == "failed"] == ["wh"]
+    con = duckdb.connect(str(data / "wh.duckdb"))
+    assert con.sql("SELECT count(*) FROM t").fetchall() == [(0,)]  # nothing half-loaded
+    con.close()
+
+
 def test_sql_error_belongs_to_the_sql_step(write_pipeline, data: Path) -> None:
     steps = (
         SOURCES["parquet"]

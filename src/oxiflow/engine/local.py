@@ -1050,9 +1050,9 @@ def _pushdown_error(
     DuckDB reports one error for the whole statement: SQL errors belong to the transform, reader
     errors to the source, the rest to the sink. A reader error is one that names a line or a source
     file, one of DuckDB's untyped errors (its readers raise them for corrupt data: "Out of buffer", a
-    Thrift error, a corrupt Parquet page; the sink's errors are typed: constraint, conversion,
-    catalog, I/O), or one that binding the source's scan alone raises too (a Parquet footer it
-    cannot read).
+    Thrift error, a corrupt Parquet page; the sink's errors are typed), or, unless it is about the
+    target, one that the source's scan raises on its own too (a footer it cannot read, an Int96
+    timestamp out of range): see _scan_fails_alone.
     """
     import duckdb
 
@@ -1060,6 +1060,10 @@ def _pushdown_error(
 
     if isinstance(exc, duckdb.InterruptException):
         return sink, RunCancelled("query interrupted", step=sink.planned.id)
+    elapsed = time.perf_counter() - members[0].started
+    # errors about the target (a constraint, a value its column cannot take, a missing table): the
+    # sink's, whatever the scan alone would do, so they are not worth a second read of the source
+    target_errors = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.CatalogException)
     if not isinstance(exc, duckdb.Error) or owner is not sink:
         return owner, _as_step_error(exc, owner.planned)
     if pd.transform is not None and isinstance(exc, duckdb.BinderException | duckdb.ParserException):
@@ -1073,24 +1077,35 @@ def _pushdown_error(
         (isinstance(translated, DataError) and translated.context.get("line") is not None)
         or any(f in str(exc) for f in scan.files)
         or type(exc) is duckdb.Error
-        or _scan_fails_alone(scan.sql)
+        or (not isinstance(exc, target_errors) and _scan_fails_alone(scan.sql, 1.0 + 1.5 * elapsed))
     ):
         return members[0], _as_step_error(translated, members[0].planned)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return sink, StepError(f"{sink.planned.spec.name} failed: {text}", step=sink.planned.id)
 
 
-def _scan_fails_alone(sql: str) -> bool:
-    """Whether binding the scan ``sql`` on a connection of its own fails (reads a Parquet file's footer, a
-    CSV file's sample: no scan of the data). Only asked after a pushed-down statement failed."""
+def _scan_fails_alone(sql: str, budget: float) -> bool:
+    """Whether the scan ``sql`` fails on a connection of its own: bound first (a Parquet file's footer, a
+    CSV file's sample), then read to its end within ``budget`` seconds, every column hashed so that none
+    is skipped (an Int96 value out of range fails only when read). Only asked after a pushed-down
+    statement failed, with a budget about the time that statement took; out of time counts as no."""
     import duckdb
 
-    con = duckdb.connect()
+    from oxiflow.engine.duck import connect
+
+    con = connect(None, stream="read")  # the scan's memory cap, as the streamed reader has it
+    timer = threading.Timer(budget, con.interrupt)
+    timer.daemon = True
     try:
         con.execute(f"DESCRIBE SELECT * FROM ({sql})").fetchall()
+        timer.start()
+        con.execute(f"SELECT bit_xor(hash(scan)) FROM ({sql}) AS scan").fetchall()
+    except duckdb.InterruptException:
+        return False
     except duckdb.Error:
         return True
     finally:
+        timer.cancel()
         con.close()
     return False
 
