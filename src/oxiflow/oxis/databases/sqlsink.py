@@ -553,27 +553,21 @@ def missing_table_error(db: Backend, table: str, what: str = "table") -> DataErr
 
 
 def to_json_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Nested values (structs, maps, nested lists) as JSON text, for JSON/jsonb columns."""
+    """Nested values (structs, maps, nested lists) as JSON text, for JSON/jsonb columns: maps at any depth
+    as objects, dates and timestamps as Arrow's ISO text (no Python datetime, which ends at year 9999),
+    bytes as hex, decimals as text."""
     import json
 
     import pyarrow as pa
 
+    from oxiflow.arrow_nested import as_text, cast_leaves, map_fixer
+
     def default(v: object) -> str:
         return v.hex() if isinstance(v, bytes) else str(v)
 
-    values = arr.to_pylist()
-    return pa.array(
-        [
-            None
-            if v is None
-            else json.dumps(dict(v) if isinstance(v, list) and _is_map(arr.type) else v, default=default)
-            for v in values
-        ],
-        pa.string(),
-    )
-
-
-def _is_map(typ: pa.DataType) -> bool:
-    import pyarrow.types as t
-
-    return bool(t.is_map(typ))
+    col = cast_leaves(arr, as_text)
+    fix = map_fixer(col.type)
+    values = col.to_pylist()
+    if fix is not None:
+        values = [fix(v) for v in values]
+    return pa.array([None if v is None else json.dumps(v, default=default) for v in values], pa.string())

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from oxiflow.arrow_nested import cast_leaves, map_fixer
 from oxiflow.data import OxiData
 from oxiflow.errors import DataError
 from oxiflow.oxi import Sink, Source, StepContext, oxi
@@ -321,74 +322,33 @@ def avro_schema_of(schema: pa.Schema, name: str = "Row") -> dict[str, Any]:
     return {"type": "record", "name": name, "fields": [_avro_field(f, name, counter) for f in schema]}
 
 
-def _wire_type(t: pa.DataType, as_ints: bool) -> pa.DataType:
-    """``t`` with its dates, times and timestamps in the unit the Avro schema gives them (``as_ints``: as
-    those integers), nested types alike. fastavro takes the integers of a logical type as they are, so no
-    value has to be a Python datetime: one past year 9999 has none, and ints are cheaper."""
+def _avro_unit(t: pa.DataType) -> pa.DataType:
+    """Leaf: a date, time or timestamp in the unit its Avro logical type has (ns -> us, s -> ms)."""
     if pa.types.is_timestamp(t):
-        return pa.int64() if as_ints else pa.timestamp("ms" if t.unit in ("s", "ms") else "us", t.tz)
+        return pa.timestamp("ms" if t.unit in ("s", "ms") else "us", t.tz)
     if pa.types.is_date(t):
-        return pa.int32() if as_ints else pa.date32()
+        return pa.date32()
     if pa.types.is_time32(t):
-        return pa.int32() if as_ints else pa.time32("ms")
+        return pa.time32("ms")
     if pa.types.is_time64(t):
-        return pa.int64() if as_ints else pa.time64("us")
-    if pa.types.is_dictionary(t):
-        return _wire_type(t.value_type, as_ints)
+        return pa.time64("us")
+    return t
 
-    def field(f: pa.Field) -> pa.Field:
-        return pa.field(f.name, _wire_type(f.type, as_ints), f.nullable, f.metadata)
 
-    if pa.types.is_struct(t):
-        return pa.struct([field(t.field(i)) for i in range(t.num_fields)])
-    if pa.types.is_map(t):
-        return pa.map_(field(t.key_field), field(t.item_field))
-    if pa.types.is_large_list(t):
-        return pa.large_list(field(t.value_field))
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(field(t.value_field), t.list_size)
-    if pa.types.is_list(t):
-        return pa.list_(field(t.value_field))
+def _avro_int(t: pa.DataType) -> pa.DataType:
+    """Leaf: a date, time or timestamp as its integer. fastavro takes a logical type's integers as they
+    are, so no value has to be a Python datetime (one past year 9999 has none; ints are cheaper too)."""
+    if pa.types.is_timestamp(t) or pa.types.is_time64(t):
+        return pa.int64()
+    if pa.types.is_date32(t) or pa.types.is_time32(t):
+        return pa.int32()
     return t
 
 
 def _wire_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` as fastavro wants its values (see _wire_type): units first, then the integers."""
-    columns = []
-    for col, f in zip(batch.columns, batch.schema, strict=True):
-        ints = _wire_type(f.type, True)
-        if not ints.equals(f.type):
-            # ns -> us and s -> ms as the schema says: the first truncates, as a Python datetime would
-            col = col.cast(_wire_type(f.type, False), safe=False).cast(ints)
-        columns.append(col)
+    """``batch`` as fastavro wants its values: units first (the truncation of ns is the schema's), then ints."""
+    columns = [cast_leaves(col, _avro_unit, _avro_int) for col in batch.columns]
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _map_fixer(t: pa.DataType) -> Callable[[Any], Any] | None:
-    """A function turning the (key, value) pairs Arrow gives for a map into the dict fastavro writes; None
-    when ``t`` holds no map."""
-    if pa.types.is_map(t):
-        values = _map_fixer(t.item_type) or _same
-        return lambda v: None if v is None else {k: values(x) for k, x in v}
-    if pa.types.is_struct(t):
-        found = {t.field(i).name: _map_fixer(t.field(i).type) for i in range(t.num_fields)}
-        fixers = {k: f for k, f in found.items() if f is not None}
-        if not fixers:
-            return None
-        return lambda v: None if v is None else {k: (fixers[k](x) if k in fixers else x) for k, x in v.items()}
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        inner = _map_fixer(t.value_type)
-        if inner is None:
-            return None
-        items: Callable[[Any], Any] = inner
-        return lambda v: None if v is None else [items(x) for x in v]
-    if pa.types.is_dictionary(t):
-        return _map_fixer(t.value_type)
-    return None
 
 
 class WriteAvroConfig(FileSinkConfig):
@@ -415,7 +375,7 @@ class WriteAvro(Sink):
         schema = fastavro.parse_schema(avro_schema_of(data.schema, cfg.record_name))
         rows = 0
 
-        fixers = {f.name: fix for f in data.schema if (fix := _map_fixer(f.type)) is not None}
+        fixers = {f.name: fix for f in data.schema if (fix := map_fixer(f.type)) is not None}
 
         def records() -> Iterator[dict[str, Any]]:
             nonlocal rows
