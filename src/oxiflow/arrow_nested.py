@@ -43,10 +43,15 @@ def retype(t: pa.DataType, leaf: Leaf) -> pa.DataType:
 def cast_leaves(col: pa.Array | pa.ChunkedArray, *leaves: Leaf) -> pa.Array | pa.ChunkedArray:
     """``col`` cast through each ``retype(type, leaf)`` in turn (unsafe casts: a truncation the caller
     chose, such as nanoseconds to the microseconds a format holds); as it is when nothing changes."""
+    import pyarrow as pa
+
     for leaf in leaves:
         target = retype(col.type, leaf)
         if not target.equals(col.type):
-            col = col.cast(target, safe=False)
+            try:
+                col = col.cast(target, safe=False)
+            except pa.ArrowNotImplementedError:
+                return col  # (a dictionary of lists of dictionaries): to_pylist takes it as it is
     return col
 
 

@@ -246,6 +246,35 @@ def test_parquet_to_every_file_sink(write_pipeline, name: str, sink: str) -> Non
     con.close()
 
 
+ARROW_READABLE = [f for f, expected in oracle("arrow-ipc.pyarrow.jsonl", "pyarrow_26.0.1_rows_or_error")
+                  if not str(expected).startswith("ERR")]  # fmt: skip
+SINK_CONFIGS = {**{k: f"path: out.{k}" for k in FILE_SINKS}, "duckdb": "database: w.duckdb, table: t",
+                "sqlite": "database: w.sqlite, table: t"}  # fmt: skip
+UNCLEAR = ("Unsupported Internal Arrow Type", "KeyError", "Stack Trace", "INTERNAL Error", "ArrowNotImplementedError")
+
+
+@pytest.mark.parametrize("sink", sorted(SINK_CONFIGS))
+@pytest.mark.parametrize("file", ARROW_READABLE)
+def test_arrow_ipc_to_every_sink_writes_or_says_which_column(write_pipeline, file: str, sink: str) -> None:
+    """Arrow's integration files hold every Arrow type (unions, intervals, nested dictionaries, duplicate
+    names): a sink writes them or fails with an error of its own step that names what to cast, never
+    DuckDB's "Unsupported Internal Arrow Type" or a Python KeyError."""
+    from oxiflow.config.load import load_pipeline
+    from oxiflow.engine.local import run_plan
+
+    writer = FILE_SINKS.get(sink, sink)
+    pipeline = write_pipeline(
+        "pipeline:\n"
+        f"  - {{name: read_arrow, id: src, config: {{path: '{TESTDATA / file}'}}}}\n"
+        f"  - {{name: {writer if writer.startswith('write_') else 'write_' + writer}, id: out, "
+        f"config: {{{SINK_CONFIGS[sink]}}}}}\n"
+    )
+    result = run_plan(load_pipeline(pipeline))
+    if result.status != "ok":
+        assert isinstance(result.error, OxiflowError) and result.error.context["step"] == "out"
+        assert not any(u in str(result.error) for u in UNCLEAR), str(result.error)
+
+
 # -- Arrow IPC: integration files + fuzz cases --------------------------------------------------------
 @pytest.mark.parametrize(("file", "expected"), oracle("arrow-ipc.pyarrow.jsonl", "pyarrow_26.0.1_rows_or_error"))
 def test_arrow_ipc(file: str, expected: int | str) -> None:

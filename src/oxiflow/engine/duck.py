@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
     from oxiflow.oxi import StepContext
 
@@ -93,3 +94,41 @@ def ident(name: str) -> str:
 def options(pairs: Iterable[tuple[str, Any]]) -> str:
     """``key = literal`` pairs for a table function call, skipping unset values."""
     return ", ".join(f"{k} = {literal(v)}" for k, v in pairs if v is not None)
+
+
+def unimportable_columns(schema: pa.Schema) -> list[str]:
+    """The columns of ``schema`` whose Arrow type DuckDB cannot take in (a dense union, float16, a month
+    interval, depending on the DuckDB version), each as ``name (type)``: asked after a write of an Arrow
+    stream failed, to say which column to cast instead of DuckDB's "Unsupported Internal Arrow Type"."""
+    import duckdb
+    import pyarrow as pa
+
+    bad = []
+    con = duckdb.connect()
+    try:
+        for f in schema:
+            try:
+                con.register("oxiflow_probe", pa.table({f.name: pa.array([], f.type)}))
+                con.execute("CREATE TEMP TABLE oxiflow_probed AS SELECT * FROM oxiflow_probe")
+                con.execute("DROP TABLE oxiflow_probed")
+            except (duckdb.Error, pa.ArrowException):
+                bad.append(f"{f.name} ({f.type})")
+            finally:
+                con.unregister("oxiflow_probe")
+    finally:
+        con.close()
+    return bad
+
+
+def unimportable_error(exc: BaseException, schema: pa.Schema, what: str) -> BaseException:
+    """``exc`` of a DuckDB write of an Arrow stream with ``schema``, as a DataError naming the columns DuckDB
+    cannot take when there are such (``what``: the target, for the message); else ``exc`` itself."""
+    from oxiflow.errors import DataError
+
+    bad = unimportable_columns(schema)
+    if not bad:
+        return exc
+    return DataError(
+        f"DuckDB, which writes {what}, cannot take the Arrow type of column(s) {', '.join(bad)}",
+        hint="cast them first (a `cast` or `sql` step), e.g. to string or to a wider type",
+    )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from oxiflow.engine.duck import connect, ident, literal
+from oxiflow.engine.duck import connect, ident, literal, unimportable_error
 from oxiflow.errors import DataError, RunCancelled
 from oxiflow.incremental import crash_point
 from oxiflow.oxi import PushedQuery, Sink, StepContext, oxi
@@ -72,6 +72,7 @@ class WriteDuckdb(Sink):
 
     def write(self, data: OxiData, ctx: StepContext) -> None:
         import duckdb
+        import pyarrow as pa
 
         cfg = self.config
         path = ctx.output_path(cfg.database)
@@ -85,7 +86,9 @@ class WriteDuckdb(Sink):
             self._load(ctx, prepare, "SELECT * FROM input_schema", "SELECT * FROM input_stream")
         except duckdb.InterruptException:
             raise RunCancelled("write interrupted", step=ctx.step_id) from None
-        except duckdb.Error as exc:
+        except (duckdb.Error, pa.ArrowException) as exc:
+            if (unfit := unimportable_error(exc, data.schema, f"table {cfg.table!r}")) is not exc:
+                raise unfit from None
             raise DataError(
                 f"writing table {cfg.table!r} in {path} failed: {str(exc).strip().splitlines()[0]}",
                 file=str(path),

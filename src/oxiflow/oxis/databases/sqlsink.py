@@ -323,6 +323,12 @@ def write_table(
     create_schema: bool,
 ) -> int:
     """Load ``data`` into ``table`` of ``db`` as ``options`` say; report rows and table in ``ctx.metadata``."""
+    repeated = sorted({n for n in data.schema.names if data.schema.names.count(n) > 1})
+    if repeated:  # a table cannot hold two columns of one name (Arrow, Parquet and DuckDB results can)
+        raise DataError(
+            f"the input has more than one column named {', '.join(map(repr, repeated))}",
+            hint="give each column its own name first (a `rename` or `sql` step)",
+        )
     schema, name = split_table(table)
     disp = DISPOSITIONS[options.write_disposition](options)
     ctx.on_interrupt(db.cancel)

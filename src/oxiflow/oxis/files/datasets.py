@@ -54,7 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oxiflow.engine.duck import connect, ident, literal
+from oxiflow.engine.duck import connect, ident, literal, unimportable_error
 from oxiflow.errors import DataError, PathEscapeError
 from oxiflow.incremental import crash_point
 from oxiflow.oxi import PushedQuery, StepContext, check_inside
@@ -178,6 +178,8 @@ def write_dataset(
     except duckdb.Error as exc:
         if data is None:
             raise  # pushed down: the engine tells reader errors (file, line) from the sink's
+        if (unfit := unimportable_error(exc, data.schema, f"dataset {target}")) is not exc:
+            raise unfit from None
         raise DataError(
             f"writing dataset {target} ({disposition}) failed: {str(exc).strip().splitlines()[0]}",
             file=str(target),

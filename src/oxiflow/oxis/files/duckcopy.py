@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from oxiflow.data import OxiData
-from oxiflow.engine.duck import connect, literal
+from oxiflow.engine.duck import connect, literal, unimportable_error
 from oxiflow.oxi import PushedQuery, Sink, StepContext
 from oxiflow.oxis.files.common import atomic_output
 
@@ -55,10 +55,11 @@ def copy_out(
     a query is the whole pipeline in one statement and gets every core, with the scan's memory cap.
     ``columns``, when given, is filled with the names of the written columns (partition checks).
     """
+    import duckdb
+
     con = connect(ctx, stream="write" if data is not None else "read")
     try:
         if data is not None:
-            con.register("input_stream", data.to_reader())
             source = "input_stream"
         else:
             assert query is not None
@@ -66,7 +67,19 @@ def copy_out(
             source = f"({query.sql})"
         if columns is not None:
             columns.extend(con.sql(f"SELECT * FROM {source} LIMIT 0").columns if data is None else data.schema.names)
-        row = con.execute(f"COPY {source} TO {literal(str(tmp))} ({copy_options})").fetchall()
+        try:
+            if data is not None:
+                con.register("input_stream", data.to_reader())
+            row = con.execute(f"COPY {source} TO {literal(str(tmp))} ({copy_options})").fetchall()
+        except Exception as exc:
+            if data is None or isinstance(exc, duckdb.InterruptException):
+                raise  # a pushed-down query: the engine tells reader errors from the sink's
+            import pyarrow as pa  # (a stream is Arrow: loaded already; a pushed-down run never imports it)
+
+            if not isinstance(exc, duckdb.Error | pa.ArrowException):
+                raise
+            fmt = copy_options.split(",", 1)[0].replace("FORMAT", "").strip().strip("'")
+            raise unimportable_error(exc, data.schema, f"{fmt} files") from None
         return int(row[0][0]) if row else 0
     finally:
         con.close()
