@@ -55,43 +55,37 @@ def cast_leaves(col: pa.Array | pa.ChunkedArray, *leaves: Leaf) -> pa.Array | pa
     return col
 
 
-def is_temporal(t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_temporal(t))
-
-
 def as_text(t: pa.DataType) -> pa.DataType:
     """Leaf: dates, times, timestamps and durations as Arrow's ISO text of them."""
     import pyarrow as pa
 
-    return pa.string() if is_temporal(t) else t
+    return pa.string() if pa.types.is_temporal(t) else t
 
 
 def _same(value: Any) -> Any:
     return value
 
 
-def map_fixer(t: pa.DataType, key: Callable[[Any], Any] = _same) -> Callable[[Any], Any] | None:
+def map_fixer(t: pa.DataType) -> Callable[[Any], Any] | None:
     """A function turning the (key, value) pairs ``to_pylist`` gives for the maps in a value of type ``t``
-    into dicts (keys through ``key``), at any depth; None when ``t`` holds no map."""
+    into dicts, at any depth; None when ``t`` holds no map."""
     import pyarrow as pa
 
     if pa.types.is_map(t):
-        values = map_fixer(t.item_type, key) or _same
-        return lambda v: None if v is None else {key(k): values(x) for k, x in v}
+        values = map_fixer(t.item_type) or _same
+        return lambda v: None if v is None else {k: values(x) for k, x in v}
     if pa.types.is_struct(t):
-        found = {t.field(i).name: map_fixer(t.field(i).type, key) for i in range(t.num_fields)}
+        found = {t.field(i).name: map_fixer(t.field(i).type) for i in range(t.num_fields)}
         fixers = {k: f for k, f in found.items() if f is not None}
         if not fixers:
             return None
         return lambda v: None if v is None else {k: (fixers[k](x) if k in fixers else x) for k, x in v.items()}
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        inner = map_fixer(t.value_type, key)
+        inner = map_fixer(t.value_type)
         if inner is None:
             return None
         items: Callable[[Any], Any] = inner
         return lambda v: None if v is None else [items(x) for x in v]
     if pa.types.is_dictionary(t):
-        return map_fixer(t.value_type, key)
+        return map_fixer(t.value_type)
     return None

@@ -250,7 +250,8 @@ ARROW_READABLE = [f for f, expected in oracle("arrow-ipc.pyarrow.jsonl", "pyarro
                   if not str(expected).startswith("ERR")]  # fmt: skip
 SINK_CONFIGS = {**{k: f"path: out.{k}" for k in FILE_SINKS}, "duckdb": "database: w.duckdb, table: t",
                 "sqlite": "database: w.sqlite, table: t"}  # fmt: skip
-UNCLEAR = ("Unsupported Internal Arrow Type", "KeyError", "Stack Trace", "INTERNAL Error", "ArrowNotImplementedError")
+UNCLEAR = ("Unsupported Internal Arrow Type", "KeyError", "Stack Trace", "INTERNAL Error", "FATAL Error",
+           "ArrowNotImplementedError")  # fmt: skip
 
 
 @pytest.mark.parametrize("sink", sorted(SINK_CONFIGS))

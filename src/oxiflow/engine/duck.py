@@ -7,6 +7,7 @@ pipeline's ``memory_limit_mb``) becomes DuckDB's ``memory_limit`` with spilling 
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import weakref
 from collections.abc import Iterable
@@ -103,18 +104,30 @@ def unimportable_columns(schema: pa.Schema) -> list[str]:
     import duckdb
     import pyarrow as pa
 
+    def probes(f: pa.Field) -> list[pa.Table]:
+        tables = [pa.schema([f]).empty_table()]
+        try:  # null values too: some conversions (a dictionary of structs) fail only on a value
+            tables.append(pa.table({f.name: pa.nulls(2, f.type)}))
+        except pa.ArrowException:
+            pass
+        return tables
+
     bad = []
     con = duckdb.connect()
     try:
         for f in schema:
             try:
-                con.register("oxiflow_probe", pa.table({f.name: pa.array([], f.type)}))
-                con.execute("CREATE TEMP TABLE oxiflow_probed AS SELECT * FROM oxiflow_probe")
-                con.execute("DROP TABLE oxiflow_probed")
+                for table in probes(f):
+                    con.register("oxiflow_probe", table)
+                    con.execute("CREATE TEMP TABLE oxiflow_probed AS SELECT * FROM oxiflow_probe")
+                    con.execute("DROP TABLE oxiflow_probed")
+                    con.unregister("oxiflow_probe")
             except (duckdb.Error, pa.ArrowException):
                 bad.append(f"{f.name} ({f.type})")
-            finally:
-                con.unregister("oxiflow_probe")
+                # an internal error can invalidate the database for good: the next column gets a new one
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+                con = duckdb.connect()
     finally:
         con.close()
     return bad

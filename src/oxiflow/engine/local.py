@@ -1060,10 +1060,6 @@ def _pushdown_error(
 
     if isinstance(exc, duckdb.InterruptException):
         return sink, RunCancelled("query interrupted", step=sink.planned.id)
-    elapsed = time.perf_counter() - members[0].started
-    # errors about the target (a constraint, a value its column cannot take, a missing table): the
-    # sink's, whatever the scan alone would do, so they are not worth a second read of the source
-    target_errors = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.CatalogException)
     if not isinstance(exc, duckdb.Error) or owner is not sink:
         return owner, _as_step_error(exc, owner.planned)
     if pd.transform is not None and isinstance(exc, duckdb.BinderException | duckdb.ParserException):
@@ -1073,6 +1069,10 @@ def _pushdown_error(
         assert transform.ctx is not None
         return transform, duck_error(exc, transform.ctx, "query")
     translated = scan.translate(exc) if scan is not None and scan.translate is not None else exc
+    elapsed = time.perf_counter() - members[0].started
+    # errors about the target (a constraint, a value its column cannot take, a missing table): the
+    # sink's, whatever the scan alone would do, so they are not worth a second read of the source
+    target_errors = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.CatalogException)
     if scan is not None and (
         (isinstance(translated, DataError) and translated.context.get("line") is not None)
         or any(f in str(exc) for f in scan.files)
