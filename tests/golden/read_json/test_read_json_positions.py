@@ -44,3 +44,22 @@ def test_the_dead_letter_reason_names_the_same_place(tmp_path: Path) -> None:
     assert result.status == "ok", result.error
     (dead,) = [json.loads(x) for x in Path(str(result.dlq_path)).read_text().splitlines()]
     assert (dead["line"], dead["reason"]) == (3, "malformed JSON at line 3, column 13: unexpected end of data")
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip", "dlq"])
+def test_a_malformed_array_document_says_why_nothing_can_be_set_aside(tmp_path: Path, on_error: str) -> None:
+    text = '[{"id": 1},\n {"id": 2,}]'
+    (tmp_path / "bad.json").write_text(text, encoding="utf-8")
+    with pytest.raises(orjson.JSONDecodeError) as oracle:  # 2:10, the trailing comma
+        orjson.loads(text)
+    with pytest.raises(DataError) as err:
+        ReadJson(ReadJsonConfig(path="bad.json", on_error=on_error)).read(  # type: ignore[arg-type]
+            StepContext("r", "read_json", "t", base_dir=tmp_path)
+        ).read_all()
+    assert (err.value.context["line"], err.value.context["column"]) == (oracle.value.lineno, oracle.value.colno)
+    hint = err.value.hint or ""
+    if on_error == "fail":
+        assert hint == "fix the document (read_json reads a JSON array of objects, one object, or JSON Lines)"
+    else:
+        assert f"on_error: {on_error} sets aside bad lines of JSON Lines" in hint
+        assert "cannot be split into records" in hint

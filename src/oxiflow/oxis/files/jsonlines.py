@@ -98,8 +98,9 @@ def is_single_line(path: str, compression: str) -> bool:
     return True
 
 
-def check_document(path: str, compression: str) -> None:
-    """Parse a whole JSON document strictly; raise a DataError naming line and column."""
+def check_document(path: str, compression: str, on_error: str = "fail") -> None:
+    """Parse a whole JSON document strictly; raise a DataError naming line and column (and, under
+    ``on_error: skip|dlq``, why that cannot set anything aside: a document is one record set)."""
     import json
 
     with open_binary(path, compression) as fh:
@@ -118,7 +119,12 @@ def check_document(path: str, compression: str) -> None:
             file=path,
             line=exc.lineno,
             column=exc.colno,
-            hint="fix the document (read_json reads a JSON array of objects, one object, or JSON Lines)",
+            hint=(
+                "fix the document (read_json reads a JSON array of objects, one object, or JSON Lines)"
+                if on_error == "fail"
+                else f"fix the document: on_error: {on_error} sets aside bad lines of JSON Lines, but a "
+                "malformed JSON array or object cannot be split into records (or write it as JSON Lines)"
+            ),
         ) from None
     except (ValueError, RecursionError) as exc:
         raise DataError(f"malformed JSON: {exc}", file=path, hint="fix the document") from None
