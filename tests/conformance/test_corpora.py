@@ -5,11 +5,11 @@ DuckDB, fastavro results recorded per file) and the corpora's own expected outpu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import duckdb
 import pytest
 
+from _corpus import TESTDATA, live_duckdb_rows
 from oxiflow.errors import OxiflowError
 from oxiflow.oxi import StepContext
 from oxiflow.oxis.files.arrow_ipc import ReadArrow, ReadArrowConfig
@@ -18,7 +18,6 @@ from oxiflow.oxis.files.csv import ReadCsv, ReadCsvConfig
 from oxiflow.oxis.files.json import ReadJson, ReadJsonConfig
 from oxiflow.oxis.files.parquet import ReadParquet, ReadParquetConfig
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"  # shared/ sits next to the repo
 if not TESTDATA.is_dir():
     raise RuntimeError(f"conformance corpora missing: {TESTDATA} (see docs/contributing.md)")
 
@@ -127,13 +126,6 @@ def test_parquet(file: str, expected: int | str) -> None:
     check(got, expected)
 
 
-def live_duckdb_rows(path: Path) -> int | str:
-    try:
-        return len(duckdb.sql(f"select * from read_parquet('{path}')").fetchall())
-    except duckdb.Error as exc:
-        return str(exc)
-
-
 @pytest.mark.parametrize(
     "file", sorted(str(p.relative_to(TESTDATA)) for p in (TESTDATA / "parquet-testing/bad_data").iterdir())
 )
@@ -183,16 +175,10 @@ def test_parquet_pushed_down_fails_as_streamed(write_pipeline, name: str) -> Non
         assert outcomes[0][1][0] == "src" and str(path) in str(outcomes[0][2])
 
 
-def _duckdb_readable(path: Path) -> bool:
-    try:
-        duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
-    except duckdb.Error:
-        return False
-    return True
-
-
 READABLE_PARQUET = [
-    n for n in ALL_PARQUET if n.startswith("data/") and _duckdb_readable(TESTDATA / "parquet-testing" / n)
+    n
+    for n in ALL_PARQUET
+    if n.startswith("data/") and isinstance(live_duckdb_rows(TESTDATA / "parquet-testing" / n), int)
 ]
 FILE_SINKS = {"parquet": "write_parquet", "arrow": "write_arrow", "json": "write_json", "csv": "write_csv",
               "avro": "write_avro"}  # fmt: skip

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from oxiflow.errors import DataError
     from oxiflow.oxi import StepContext
 
 
@@ -133,14 +134,14 @@ def unimportable_columns(schema: pa.Schema) -> list[str]:
     return bad
 
 
-def unimportable_error(exc: BaseException, schema: pa.Schema, what: str) -> BaseException:
-    """``exc`` of a DuckDB write of an Arrow stream with ``schema``, as a DataError naming the columns DuckDB
-    cannot take when there are such (``what``: the target, for the message); else ``exc`` itself."""
+def unimportable_error(schema: pa.Schema, what: str) -> DataError | None:
+    """After a DuckDB write of an Arrow stream with ``schema`` failed: a DataError naming the columns DuckDB
+    cannot take, when there are such (``what``: the target, for the message); else None."""
     from oxiflow.errors import DataError
 
     bad = unimportable_columns(schema)
     if not bad:
-        return exc
+        return None
     return DataError(
         f"DuckDB, which writes {what}, cannot take the Arrow type of column(s) {', '.join(bad)}",
         hint="cast them first (a `cast` or `sql` step), e.g. to string or to a wider type",

@@ -87,7 +87,7 @@ class WriteDuckdb(Sink):
         except duckdb.InterruptException:
             raise RunCancelled("write interrupted", step=ctx.step_id) from None
         except (duckdb.Error, pa.ArrowException) as exc:
-            if (unfit := unimportable_error(exc, data.schema, f"table {cfg.table!r}")) is not exc:
+            if (unfit := unimportable_error(data.schema, f"table {cfg.table!r}")) is not None:
                 raise unfit from None
             raise DataError(
                 f"writing table {cfg.table!r} in {path} failed: {str(exc).strip().splitlines()[0]}",

@@ -441,8 +441,8 @@ class _MysqlBackend(Backend):
                     warnings = "; ".join(str(w[2]) for w in cur.fetchall() if w[0] != "Note")
                     if warnings:
                         hint = "a value does not fit its column's type: cast it first or widen the column"
-                        if "value: 'nan'" in warnings or "value: '-nan'" in warnings or "value: 'inf'" in warnings:
-                            # MySQL and MariaDB have no NaN or infinity for DOUBLE/FLOAT
+                        # MySQL and MariaDB have no NaN or infinity for DOUBLE/FLOAT
+                        if any(f"value: '{v}'" in warnings for v in ("nan", "-nan", "inf", "-inf")):
                             hint = (
                                 "MySQL/MariaDB cannot store NaN or infinity: turn them into NULL first, "
                                 "e.g. a derive step with CASE WHEN isnan(x) OR isinf(x) THEN NULL ELSE x END"

@@ -178,7 +178,7 @@ def write_dataset(
     except duckdb.Error as exc:
         if data is None:
             raise  # pushed down: the engine tells reader errors (file, line) from the sink's
-        if (unfit := unimportable_error(exc, data.schema, f"dataset {target}")) is not exc:
+        if (unfit := unimportable_error(data.schema, f"dataset {target}")) is not None:
             raise unfit from None
         raise DataError(
             f"writing dataset {target} ({disposition}) failed: {str(exc).strip().splitlines()[0]}",

@@ -79,7 +79,9 @@ def copy_out(
             if not isinstance(exc, duckdb.Error | pa.ArrowException):
                 raise
             fmt = copy_options.split(",", 1)[0].replace("FORMAT", "").strip().strip("'")
-            raise unimportable_error(exc, data.schema, f"{fmt} files") from None
+            if (unfit := unimportable_error(data.schema, f"{fmt} files")) is None:
+                raise
+            raise unfit from None
         return int(row[0][0]) if row else 0
     finally:
         con.close()

@@ -79,7 +79,7 @@ class ReadJson(Source):
         layouts = {f: _layout(f, cfg) for f in files}
         for f, layout in layouts.items():
             if layout == "document":
-                jsonlines.check_document(f, cfg.compression, str(cfg.on_error.value))
+                jsonlines.check_document(f, cfg.compression, cfg.on_error)
         return files, layouts
 
 
